@@ -1,0 +1,462 @@
+//! Step 2 of the data flow: a new client needs a backend. Holds each
+//! service's backends (their up/down state and counters) and the five
+//! strategies that choose among the candidates.
+//!
+//! A candidate is a backend that is up, not removed by a reload, below its
+//! own `max_connections`, not already tried for this client, and a primary
+//! unless no primary is up (then only backups are candidates).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::config::{BackendConfig, Strategy};
+use crate::health::HealthState;
+
+/// One backend server with its live state and counters.
+#[derive(Debug)]
+pub struct Backend {
+    pub cfg: BackendConfig,
+    pub health: HealthState,
+    /// Removed by a reload; kept only until its last connection ends.
+    pub removed: bool,
+    pub active: usize,
+    pub total: u64,
+    pub failures: u64,
+    /// Bytes received from the backend.
+    pub bytes_in: u64,
+    /// Bytes sent to the backend.
+    pub bytes_out: u64,
+    /// Smooth weighted round-robin accumulator.
+    current: i64,
+}
+
+impl Backend {
+    pub fn new(cfg: BackendConfig, now: Instant) -> Backend {
+        Backend {
+            cfg,
+            health: HealthState::new(now),
+            removed: false,
+            active: 0,
+            total: 0,
+            failures: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            current: 0,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.health.up
+    }
+
+    fn weight(&self) -> u64 {
+        u64::from(self.cfg.weight.max(1))
+    }
+
+    fn has_room(&self) -> bool {
+        self.cfg.max_connections == 0 || self.active < self.cfg.max_connections
+    }
+}
+
+/// Points a weight-1 backend gets on the ip_hash ring.
+const RING_POINTS_PER_WEIGHT: u64 = 64;
+/// Upper bound on the ring's size, whatever the weights.
+const RING_MAX_POINTS: u64 = 1 << 18;
+
+/// The backends of one service and the strategy that picks among them.
+pub struct Balancer {
+    pub strategy: Strategy,
+    pub backends: Slab<Backend>,
+    /// Backend keys in configuration order (the order ties are broken in).
+    order: Vec<usize>,
+    /// ip_hash ring: (point, backend key), sorted by point.
+    ring: Vec<(u64, usize)>,
+    cursor: usize,
+    rng: u64,
+}
+
+impl Balancer {
+    pub fn new(strategy: Strategy, backends: &[BackendConfig], now: Instant) -> Balancer {
+        let mut b = Balancer {
+            strategy,
+            backends: Slab::new(),
+            order: Vec::new(),
+            ring: Vec::new(),
+            cursor: 0,
+            rng: seed(),
+        };
+        for cfg in backends {
+            b.backends.insert(Backend::new(cfg.clone(), now));
+        }
+        b.rebuild();
+        b
+    }
+
+    /// Recomputes the tie-break order and the ip_hash ring after backends
+    /// were added, removed or re-weighted.
+    pub fn rebuild(&mut self) {
+        self.order = self.backends.iter().filter(|(_, b)| !b.removed).map(|(k, _)| k).collect();
+        self.ring.clear();
+        let total: u64 = self.order.iter().map(|&k| self.backends[k].weight()).sum();
+        let per_weight = if total * RING_POINTS_PER_WEIGHT > RING_MAX_POINTS {
+            (RING_MAX_POINTS / total.max(1)).max(1)
+        } else {
+            RING_POINTS_PER_WEIGHT
+        };
+        for &k in &self.order {
+            let b = &self.backends[k];
+            let points = b.weight() * per_weight;
+            let seed = fnv1a(b.cfg.address.as_bytes());
+            for i in 0..points {
+                self.ring.push((mix(seed ^ mix(i + 1)), k));
+            }
+        }
+        self.ring.sort_unstable();
+    }
+
+    /// Sets a backend's health state; the one call that takes it in or out of
+    /// rotation.
+    pub fn set_up(&mut self, key: usize, up: bool, now: Instant) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.health.set_up(up, now);
+        }
+    }
+
+    /// Whether backups are the candidates now (no primary is up).
+    fn use_backups(&self) -> bool {
+        !self.order.iter().any(|&k| {
+            let b = &self.backends[k];
+            !b.cfg.backup && b.is_up()
+        })
+    }
+
+    fn is_candidate(&self, key: usize, backups: bool, tried: &[usize]) -> bool {
+        match self.backends.get(key) {
+            Some(b) => !b.removed && b.is_up() && b.cfg.backup == backups && b.has_room() && !tried.contains(&key),
+            None => false,
+        }
+    }
+
+    /// Chooses a backend for a client from `ip`, skipping those in `tried`.
+    /// `None` when no backend can take it.
+    pub fn pick(&mut self, ip: IpAddr, tried: &[usize]) -> Option<usize> {
+        let backups = self.use_backups();
+        match self.strategy {
+            Strategy::RoundRobin => self.pick_smooth_wrr(backups, tried),
+            Strategy::Random => self.pick_weighted_random(backups, tried),
+            Strategy::LeastConn => self.pick_least_conn(backups, tried),
+            Strategy::PowerOfTwo => {
+                let a = self.pick_weighted_random(backups, tried)?;
+                let b = self.pick_weighted_random(backups, tried)?;
+                Some(if self.backends[b].active < self.backends[a].active { b } else { a })
+            }
+            Strategy::IpHash => self.pick_ip_hash(ip, backups, tried),
+        }
+    }
+
+    /// nginx's smooth weighted round robin: every candidate gains its weight,
+    /// the largest wins and pays back the sum.
+    fn pick_smooth_wrr(&mut self, backups: bool, tried: &[usize]) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        let mut sum: i64 = 0;
+        for i in 0..self.order.len() {
+            let k = self.order[i];
+            if !self.is_candidate(k, backups, tried) {
+                continue;
+            }
+            let b = &mut self.backends[k];
+            b.current += b.weight() as i64;
+            sum += b.weight() as i64;
+            if best.is_none_or(|bk| self.backends[k].current > self.backends[bk].current) {
+                best = Some(k);
+            }
+        }
+        let k = best?;
+        self.backends[k].current -= sum;
+        Some(k)
+    }
+
+    fn pick_weighted_random(&mut self, backups: bool, tried: &[usize]) -> Option<usize> {
+        let sum: u64 = self
+            .order
+            .iter()
+            .filter(|&&k| self.is_candidate(k, backups, tried))
+            .map(|&k| self.backends[k].weight())
+            .sum();
+        if sum == 0 {
+            return None;
+        }
+        let mut r = self.next_random() % sum;
+        for &k in &self.order {
+            if !self.is_candidate(k, backups, tried) {
+                continue;
+            }
+            let w = self.backends[k].weight();
+            if r < w {
+                return Some(k);
+            }
+            r -= w;
+        }
+        None
+    }
+
+    /// Fewest active connections per unit of weight; ties go round robin.
+    fn pick_least_conn(&mut self, backups: bool, tried: &[usize]) -> Option<usize> {
+        let n = self.order.len();
+        let mut best: Option<(usize, usize)> = None; // (position in order, key)
+        for i in 0..n {
+            let pos = (self.cursor + i) % n;
+            let k = self.order[pos];
+            if !self.is_candidate(k, backups, tried) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((_, bk)) => {
+                    let (a, b) = (&self.backends[k], &self.backends[bk]);
+                    (a.active as u128) * (b.weight() as u128) < (b.active as u128) * (a.weight() as u128)
+                }
+            };
+            if better {
+                best = Some((pos, k));
+            }
+        }
+        let (pos, k) = best?;
+        self.cursor = (pos + 1) % n.max(1);
+        Some(k)
+    }
+
+    /// Consistent hash: the first candidate clockwise from the client IP's
+    /// point. Removing a backend moves only its own clients, to the next
+    /// point; restoring it moves exactly those back.
+    fn pick_ip_hash(&mut self, ip: IpAddr, backups: bool, tried: &[usize]) -> Option<usize> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let h = hash_ip(ip);
+        let start = self.ring.partition_point(|&(p, _)| p < h);
+        let n = self.ring.len();
+        (0..n)
+            .map(|i| self.ring[(start + i) % n].1)
+            .find(|&k| self.is_candidate(k, backups, tried))
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Finds a backend by its configured address.
+    pub fn find(&self, address: &str) -> Option<usize> {
+        self.backends.iter().find(|(_, b)| b.cfg.address == address).map(|(k, _)| k)
+    }
+
+    /// Keys of backends still in the configuration, in configuration order.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    mix(t ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// murmur3's 64-bit finalizer: spreads every input bit over the output.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// The ring point of a client IP (IPv4-mapped IPv6 hashes as IPv4).
+pub fn hash_ip(ip: IpAddr) -> u64 {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => mix(fnv1a(&a.octets())),
+        IpAddr::V6(a) => mix(fnv1a(&a.octets())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+
+    fn cfg(addr: &str, weight: u32, backup: bool) -> BackendConfig {
+        BackendConfig {
+            address: addr.to_string(),
+            addr: addr.parse().unwrap(),
+            weight,
+            backup,
+            max_connections: 0,
+        }
+    }
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    fn lb(strategy: Strategy, weights: &[u32]) -> Balancer {
+        let cfgs: Vec<_> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| cfg(&format!("127.0.0.1:{}", 1000 + i), w, false))
+            .collect();
+        Balancer::new(strategy, &cfgs, Instant::now())
+    }
+
+    #[test]
+    fn smooth_wrr_exact_sequence() {
+        // nginx's documented sequence for weights 5, 1, 1.
+        let mut b = lb(Strategy::RoundRobin, &[5, 1, 1]);
+        let seq: Vec<usize> = (0..14).map(|_| b.pick(ip(1), &[]).unwrap()).collect();
+        assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]);
+        // 3:1 interleaves, never four in a row.
+        let mut b = lb(Strategy::RoundRobin, &[3, 1]);
+        let seq: Vec<usize> = (0..8).map(|_| b.pick(ip(1), &[]).unwrap()).collect();
+        assert_eq!(seq, vec![0, 0, 1, 0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn wrr_skips_down_and_tried() {
+        let mut b = lb(Strategy::RoundRobin, &[1, 1, 1]);
+        b.set_up(1, false, Instant::now());
+        let seq: Vec<usize> = (0..4).map(|_| b.pick(ip(1), &[]).unwrap()).collect();
+        assert_eq!(seq, vec![0, 2, 0, 2]);
+        assert_eq!(b.pick(ip(1), &[0, 2]), None);
+    }
+
+    #[test]
+    fn random_spread_follows_weights() {
+        let mut b = lb(Strategy::Random, &[1, 3]);
+        let mut counts = [0u32; 2];
+        for _ in 0..40000 {
+            counts[b.pick(ip(1), &[]).unwrap()] += 1;
+        }
+        let share = counts[1] as f64 / 40000.0;
+        assert!((0.70..0.80).contains(&share), "{counts:?}");
+    }
+
+    #[test]
+    fn least_conn_prefers_fewest_per_weight_and_rotates_ties() {
+        let mut b = lb(Strategy::LeastConn, &[1, 1, 2]);
+        b.backends[0].active = 2;
+        b.backends[1].active = 1;
+        b.backends[2].active = 3; // 1.5 per weight
+        assert_eq!(b.pick(ip(1), &[]), Some(1));
+        b.backends[1].active = 2;
+        b.backends[2].active = 4; // all equal per weight: rotate
+        let picks: Vec<usize> = (0..3).map(|_| b.pick(ip(1), &[]).unwrap()).collect();
+        let mut sorted = picks.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2], "ties rotate: {picks:?}");
+    }
+
+    #[test]
+    fn power_of_two_never_picks_the_busier_of_two() {
+        let mut b = lb(Strategy::PowerOfTwo, &[1, 1]);
+        b.backends[0].active = 10;
+        let mut counts = [0u32; 2];
+        for _ in 0..1000 {
+            counts[b.pick(ip(1), &[]).unwrap()] += 1;
+        }
+        // Backend 0 wins only when both picks land on it (~1/4).
+        assert!(counts[1] > 650 && counts[0] > 150, "{counts:?}");
+    }
+
+    #[test]
+    fn ip_hash_is_sticky_and_consistent() {
+        let mut b = lb(Strategy::IpHash, &[1, 1, 1, 1]);
+        let before: HashMap<u32, usize> = (0..2000).map(|i| (i, b.pick(ip(i), &[]).unwrap())).collect();
+        for i in 0..2000 {
+            assert_eq!(b.pick(ip(i), &[]), Some(before[&i]));
+        }
+        let per: Vec<usize> = (0..4).map(|k| before.values().filter(|&&v| v == k).count()).collect();
+        assert!(per.iter().all(|&c| c > 250), "spread {per:?}");
+        let now = Instant::now();
+        b.set_up(2, false, now);
+        for i in 0..2000 {
+            let k = b.pick(ip(i), &[]).unwrap();
+            if before[&i] == 2 {
+                assert_ne!(k, 2);
+            } else {
+                assert_eq!(k, before[&i], "client {i} moved without cause");
+            }
+        }
+        b.set_up(2, true, now);
+        for i in 0..2000 {
+            assert_eq!(b.pick(ip(i), &[]), Some(before[&i]), "client {i} did not return");
+        }
+    }
+
+    #[test]
+    fn ip_hash_ignores_port_and_maps_v4_in_v6() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        let v6: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(hash_ip(v4), hash_ip(v6));
+    }
+
+    #[test]
+    fn backups_only_when_no_primary_is_up() {
+        let now = Instant::now();
+        let cfgs = vec![cfg("127.0.0.1:1", 1, false), cfg("127.0.0.1:2", 1, true)];
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::Random,
+            Strategy::LeastConn,
+            Strategy::PowerOfTwo,
+            Strategy::IpHash,
+        ] {
+            let mut b = Balancer::new(strategy, &cfgs, now);
+            for i in 0..20 {
+                assert_eq!(b.pick(ip(i), &[]), Some(0), "{strategy}");
+            }
+            b.set_up(0, false, now);
+            for i in 0..20 {
+                assert_eq!(b.pick(ip(i), &[]), Some(1), "{strategy}");
+            }
+            b.set_up(0, true, now);
+            assert_eq!(b.pick(ip(1), &[]), Some(0), "{strategy}");
+        }
+    }
+
+    #[test]
+    fn max_connections_excludes_full_backends() {
+        let now = Instant::now();
+        let mut c = cfg("127.0.0.1:1", 1, false);
+        c.max_connections = 1;
+        let mut b = Balancer::new(Strategy::RoundRobin, &[c, cfg("127.0.0.1:2", 1, false)], now);
+        b.backends[0].active = 1;
+        for _ in 0..5 {
+            assert_eq!(b.pick(ip(1), &[]), Some(1));
+        }
+        b.backends[1].cfg.max_connections = 1;
+        b.backends[1].active = 1;
+        assert_eq!(b.pick(ip(1), &[]), None);
+    }
+}

@@ -1,0 +1,798 @@
+//! The one event loop: a mio poll that owns every socket (listeners, pairs,
+//! health probes, the stats listener and its clients, the signal pipe) and
+//! every timer. One turn: compute the timeout, poll, dispatch events, drive
+//! pairs that still have work, fire expired timers, accept new clients.
+//!
+//! New clients are accepted after the event batch, so a slab slot freed in a
+//! batch is never reused within it (a stale event cannot reach a new pair).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+
+use crate::balancer::Balancer;
+use crate::buffer::BufferPool;
+use crate::config::{Config, SendProxy, ServiceConfig};
+use crate::health::{CheckResult, Transition};
+use crate::listener;
+use crate::pair::{End, Pair, Phase, Preamble, Side};
+use crate::probe::Prober;
+use crate::proxy_protocol;
+use crate::signals::{Signal, Signals};
+use crate::stats::StatsServer;
+use crate::timer::{TimerKind, Timers};
+use crate::token::Target;
+
+/// How many clients one listener accepts per loop turn before others get a go.
+const ACCEPT_BATCH: usize = 256;
+/// How long accepting pauses after running out of file descriptors.
+const FD_BACKOFF: Duration = Duration::from_millis(100);
+/// Idle buffers kept for reuse.
+const POOL_KEEP: usize = 256;
+
+/// One configured service: its listener, backends and counters.
+pub struct Service {
+    pub cfg: ServiceConfig,
+    pub listener: Option<TcpListener>,
+    pub balancer: Balancer,
+    pub active: usize,
+    pub total: u64,
+    pub rejected: u64,
+    /// Open connections per client IP.
+    pub clients: HashMap<IpAddr, usize>,
+    /// The listener reported readiness not yet drained by accept.
+    pub accept_ready: bool,
+    /// Removed by a reload; kept only until its last connection ends.
+    pub removed: bool,
+}
+
+impl Service {
+    pub(crate) fn new_with_listener(cfg: ServiceConfig, listener: TcpListener, now: Instant) -> Service {
+        Service {
+            balancer: Balancer::new(cfg.strategy, &cfg.backends, now),
+            cfg,
+            listener: Some(listener),
+            active: 0,
+            total: 0,
+            rejected: 0,
+            clients: HashMap::new(),
+            accept_ready: true,
+            removed: false,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.cfg.max_connections == 0 || self.active < self.cfg.max_connections
+    }
+}
+
+/// Process-wide counters shown by the stats endpoint.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub active: usize,
+    pub total: u64,
+    pub rejected: u64,
+    pub reloads: u64,
+    pub reloads_failed: u64,
+}
+
+/// The proxy: configuration, sockets, connection pairs and timers.
+pub struct Proxy {
+    poll: Poll,
+    pub config: Config,
+    config_path: Option<PathBuf>,
+    pub services: Slab<Service>,
+    pub pairs: Slab<Pair>,
+    pub pool: BufferPool,
+    timers: Timers,
+    signals: Signals,
+    prober: Prober,
+    stats: Option<StatsServer>,
+    pub counters: Counters,
+    pub started: Instant,
+    next_id: u64,
+    /// Pairs that stopped at their budget with data left: (key, id).
+    again: Vec<(usize, u64)>,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    stop_now: bool,
+}
+
+impl Proxy {
+    /// Binds every listener and sets up the loop. Nothing is left half-started
+    /// on error.
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Proxy, String> {
+        let poll = Poll::new().map_err(|e| format!("cannot create the poll: {e}"))?;
+        let now = Instant::now();
+        let mut services = Slab::new();
+        for cfg in &config.services {
+            let l = listener::bind(cfg.listen)
+                .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", cfg.listen, cfg.name))?;
+            services.insert(Service::new_with_listener(cfg.clone(), l, now));
+        }
+        let stats = match &config.stats {
+            Some(s) => Some(
+                StatsServer::bind(s.listen).map_err(|e| format!("cannot listen on {} for [stats]: {e}", s.listen))?,
+            ),
+            None => None,
+        };
+        let mut signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+        poll.registry()
+            .register(signals.source(), Target::Signals.token(), Interest::READABLE)
+            .map_err(|e| format!("cannot register signals: {e}"))?;
+        let mut proxy = Proxy {
+            poll,
+            pool: BufferPool::new(config.global.buffer_size, POOL_KEEP),
+            config,
+            config_path,
+            services,
+            pairs: Slab::new(),
+            timers: Timers::default(),
+            signals,
+            prober: Prober::default(),
+            stats,
+            counters: Counters::default(),
+            started: now,
+            next_id: 1,
+            again: Vec::new(),
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            stop_now: false,
+        };
+        for (key, svc) in proxy.services.iter_mut() {
+            if let Some(l) = svc.listener.as_mut() {
+                proxy
+                    .poll
+                    .registry()
+                    .register(l, Target::Listener(key).token(), Interest::READABLE)
+                    .map_err(|e| format!("cannot register listener: {e}"))?;
+            }
+        }
+        if let Some(s) = proxy.stats.as_mut() {
+            s.register(proxy.poll.registry())
+                .map_err(|e| format!("cannot register the stats listener: {e}"))?;
+        }
+        for (key, svc) in proxy.services.iter() {
+            proxy.prober.schedule_service(key, svc, &mut proxy.timers, now);
+        }
+        Ok(proxy)
+    }
+
+    /// The address each service actually listens on (port 0 resolved).
+    pub fn listen_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.services
+            .iter()
+            .filter_map(|(_, s)| Some((s.cfg.name.clone(), s.listener.as_ref()?.local_addr().ok()?)))
+            .collect()
+    }
+
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats.as_ref().and_then(|s| s.local_addr())
+    }
+
+    /// Runs until a graceful stop completes or a second stop signal arrives.
+    pub fn run(&mut self) -> io::Result<()> {
+        for (name, addr) in self.listen_addrs() {
+            info!("service {name} listening on {addr}");
+        }
+        if let Some(addr) = self.stats_addr() {
+            info!("stats listening on http://{addr}/");
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = if !self.again.is_empty() || self.accept_work_pending(now) {
+                Some(Duration::ZERO)
+            } else {
+                self.timers.next_deadline().map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match Target::from_token(event.token()) {
+                    Some(Target::Signals) => self.on_signals(now),
+                    Some(Target::Listener(key)) => {
+                        if let Some(s) = self.services.get_mut(key) {
+                            s.accept_ready = true;
+                        }
+                    }
+                    Some(Target::Client(key)) => {
+                        if let Some(p) = self.pairs.get_mut(key) {
+                            p.client.on_event(event);
+                            self.drive(key, now);
+                        }
+                    }
+                    Some(Target::Backend(key)) => self.on_backend_event(key, event, now),
+                    Some(Target::Probe(key)) => {
+                        let changes = self.prober.on_event(key, event, &mut self.services, &mut self.timers, now);
+                        self.apply_health(changes, now);
+                    }
+                    Some(Target::StatsListener) => {
+                        if let Some(s) = self.stats.as_mut() {
+                            s.accept_ready = true;
+                        }
+                    }
+                    Some(Target::StatsClient(key)) => self.on_stats_client(key, event, now),
+                    None => {}
+                }
+            }
+            let again = std::mem::take(&mut self.again);
+            for (key, id) in again {
+                if self.pairs.get(key).is_some_and(|p| p.id == id) {
+                    self.drive(key, now);
+                }
+            }
+            self.fire_timers(now);
+            self.accept(now);
+            self.accept_stats(now);
+            if self.stop_now {
+                self.close_all(End::Shutdown, now);
+                info!("stopped");
+                return Ok(());
+            }
+            if self.shutdown_deadline.is_some() && self.pairs.is_empty() {
+                info!("all connections finished; stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    // ---- signals, stop and reload -------------------------------------
+
+    fn on_signals(&mut self, now: Instant) {
+        let mut stops = 0;
+        for sig in self.signals.pending() {
+            match sig {
+                Signal::Stop => stops += 1,
+                Signal::Reload if self.shutdown_deadline.is_none() => self.reload(now),
+                Signal::Reload => info!("SIGHUP ignored: shutting down"),
+            }
+        }
+        for _ in 0..stops.min(2) {
+            self.begin_stop(now);
+        }
+    }
+
+    /// First stop signal: close listeners and let open connections finish
+    /// until the deadline. Second: stop at once.
+    fn begin_stop(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            warn!("second stop signal: closing {} connections now", self.pairs.len());
+            self.stop_now = true;
+            return;
+        }
+        let timeout = self.config.global.shutdown_timeout;
+        let deadline = now + timeout;
+        self.shutdown_deadline = Some(deadline);
+        for (_, svc) in self.services.iter_mut() {
+            if let Some(mut l) = svc.listener.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            svc.accept_ready = false;
+        }
+        self.prober.stop_all();
+        info!(
+            "stopping: listeners closed, {} connections open, waiting up to {} ms",
+            self.pairs.len(),
+            timeout.as_millis()
+        );
+        self.timers.add(deadline, TimerKind::Shutdown);
+    }
+
+    fn close_all(&mut self, end: End, now: Instant) {
+        let keys: Vec<usize> = self.pairs.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, end, now);
+        }
+    }
+
+    /// SIGHUP: read and validate the whole file, bind what is new, then apply
+    /// the difference. Any failure leaves the running configuration as it was.
+    fn reload(&mut self, now: Instant) {
+        let Some(path) = self.config_path.clone() else {
+            warn!("SIGHUP: no configuration file to reload");
+            return;
+        };
+        info!("SIGHUP: reloading {}", path.display());
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.counters.reloads_failed += 1;
+                error!("reload failed, keeping the running configuration: {}", e.to_string().replace('\n', "; "));
+                return;
+            }
+        };
+        match crate::reload::apply(self, new, now) {
+            Ok(summary) => {
+                self.counters.reloads += 1;
+                info!("reload done: {summary}");
+            }
+            Err(e) => {
+                self.counters.reloads_failed += 1;
+                error!("reload failed, keeping the running configuration: {e}");
+            }
+        }
+    }
+
+    // Used by the reload module.
+    pub(crate) fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
+    }
+    pub(crate) fn set_config(&mut self, config: Config) {
+        self.pool.set_size(config.global.buffer_size);
+        log::set_max_level(config.global.log_level);
+        self.config = config;
+    }
+    pub(crate) fn stats_mut(&mut self) -> &mut Option<StatsServer> {
+        &mut self.stats
+    }
+    pub(crate) fn remove_probes(&mut self, key: usize) {
+        self.prober.remove_service(key);
+    }
+    pub(crate) fn reschedule_probes(&mut self, key: usize, now: Instant) {
+        if let Some(svc) = self.services.get(key) {
+            self.prober.schedule_service(key, svc, &mut self.timers, now);
+        }
+    }
+
+    // ---- accepting ------------------------------------------------------
+
+    fn has_global_room(&self) -> bool {
+        self.counters.active < self.config.global.max_connections
+    }
+
+    fn accept_work_pending(&self, now: Instant) -> bool {
+        if self.accept_paused_until.is_some_and(|t| now < t) || !self.has_global_room() {
+            return false;
+        }
+        self.services.iter().any(|(_, s)| s.accept_ready && s.listener.is_some() && s.has_room())
+    }
+
+    /// Accepts from every listener that reported readiness, while there is
+    /// room; what cannot be accepted now waits in the kernel's backlog.
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| now < t) {
+            return;
+        }
+        self.accept_paused_until = None;
+        let ready: Vec<usize> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.accept_ready && s.listener.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        for key in ready {
+            for _ in 0..ACCEPT_BATCH {
+                if !self.has_global_room() {
+                    return;
+                }
+                let svc = &mut self.services[key];
+                if !svc.has_room() {
+                    break;
+                }
+                let Some(l) = svc.listener.as_ref() else { break };
+                match l.accept() {
+                    Ok((stream, addr)) => self.open_pair(key, stream, addr, now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        svc.accept_ready = false;
+                        break;
+                    }
+                    Err(e) if listener::is_transient_accept_error(&e) => {}
+                    Err(e) => {
+                        if listener::is_resource_exhaustion(&e) {
+                            warn!(
+                                "accept on {}: {e}; pausing accepts for {} ms",
+                                svc.cfg.listen,
+                                FD_BACKOFF.as_millis()
+                            );
+                        } else {
+                            error!("accept on {}: {e}; retrying in {} ms", svc.cfg.listen, FD_BACKOFF.as_millis());
+                        }
+                        self.pause_accepting(now);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn pause_accepting(&mut self, now: Instant) {
+        if self.accept_paused_until.is_none() {
+            let until = now + FD_BACKOFF;
+            self.accept_paused_until = Some(until);
+            self.timers.add(until, TimerKind::AcceptRetry);
+        }
+    }
+
+    fn open_pair(&mut self, svc_key: usize, stream: TcpStream, addr: SocketAddr, now: Instant) {
+        let _ = stream.set_nodelay(true);
+        let svc = &mut self.services[svc_key];
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut pair = Pair::new(id, svc_key, stream, addr, now);
+        pair.idle_timeout = svc.cfg.idle_timeout;
+        if svc.cfg.send_proxy != SendProxy::None {
+            let local = pair.client.stream.local_addr().unwrap_or(svc.cfg.listen);
+            pair.preamble = Some(Preamble {
+                bytes: proxy_protocol::header(svc.cfg.send_proxy, addr, local),
+                written: 0,
+            });
+        }
+        let entry = self.pairs.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut pair.client.stream,
+            Target::Client(key).token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("client={addr} service={}: cannot register: {e}", svc.cfg.name);
+            return;
+        }
+        entry.insert(pair);
+        svc.active += 1;
+        svc.total += 1;
+        *svc.clients.entry(addr.ip()).or_insert(0) += 1;
+        self.counters.active += 1;
+        self.counters.total += 1;
+        self.connect(key, now);
+    }
+
+    // ---- connecting to backends ---------------------------------------------
+
+    /// Picks a backend (not one already tried) and starts a non-blocking
+    /// connect; closes the client when no backend is left.
+    fn connect(&mut self, key: usize, now: Instant) {
+        loop {
+            let Some(pair) = self.pairs.get_mut(key) else { return };
+            let svc = &mut self.services[pair.service];
+            let Some(b) = svc.balancer.pick(pair.client_addr.ip(), &pair.tried) else {
+                let end = if pair.tried.is_empty() {
+                    svc.rejected += 1;
+                    self.counters.rejected += 1;
+                    End::NoBackend
+                } else {
+                    End::ConnectFailed(svc.balancer.backends[*pair.tried.last().unwrap_or(&0)].health.last)
+                };
+                self.close(key, end, now);
+                return;
+            };
+            let backend = &mut svc.balancer.backends[b];
+            match listener::connect(backend.cfg.addr) {
+                Ok(mut stream) => {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Target::Backend(key).token(),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        warn!("client={} backend={}: cannot register: {e}", pair.client_addr, backend.cfg.address);
+                        self.close(key, End::LocalError, now);
+                        return;
+                    }
+                    backend.active += 1;
+                    pair.backend = Some(b);
+                    pair.server = Some(Side::new(stream));
+                    pair.phase = Phase::Connecting;
+                    pair.connect_started = Some(now);
+                    pair.connect_deadline = Some(now + svc.cfg.connect_timeout);
+                    self.arm(key);
+                    return;
+                }
+                Err(e) if listener::is_resource_exhaustion(&e) => {
+                    warn!(
+                        "client={} service={}: cannot open a backend socket: {e}",
+                        pair.client_addr, svc.cfg.name
+                    );
+                    self.pause_accepting(now);
+                    self.close(key, End::LocalError, now);
+                    return;
+                }
+                Err(e) => {
+                    // Refused at once (e.g. unreachable network): try another.
+                    let result = CheckResult::from_io(&e);
+                    pair.tried.push(b);
+                    warn!(
+                        "client={} service={} backend={}: connect failed ({result}: {e})",
+                        pair.client_addr, svc.cfg.name, backend.cfg.address
+                    );
+                    let svc_key = pair.service;
+                    self.backend_failed(svc_key, b, result, now);
+                    if !self.may_retry(key) {
+                        self.close(key, End::ConnectFailed(result), now);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn may_retry(&self, key: usize) -> bool {
+        self.pairs
+            .get(key)
+            .is_some_and(|p| p.tried.len() <= self.services[p.service].cfg.retries as usize)
+    }
+
+    /// Counts a failed connect against a backend (a passive health check).
+    fn backend_failed(&mut self, svc_key: usize, b: usize, result: CheckResult, now: Instant) {
+        let Some(svc) = self.services.get_mut(svc_key) else { return };
+        let Some(backend) = svc.balancer.backends.get_mut(b) else { return };
+        backend.failures += 1;
+        if let Some(hc) = &svc.cfg.health_check {
+            if let Some(t) = backend.health.record(result, None, hc.rise, hc.fall, now) {
+                log_transition(&svc.cfg.name, &backend.cfg.address, t, "client connect");
+            }
+        }
+    }
+
+    fn on_backend_event(&mut self, key: usize, event: &mio::event::Event, now: Instant) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        let Some(server) = pair.server.as_mut() else { return };
+        server.on_event(event);
+        if pair.phase == Phase::Relaying {
+            self.drive(key, now);
+            return;
+        }
+        // Connecting: done when writable with no error and a peer address.
+        let result = match server.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match server.stream.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(true) => {
+                pair.phase = Phase::Relaying;
+                server.writable = true;
+                pair.last_active = now;
+                let latency = pair.connect_started.map(|t| now.saturating_duration_since(t));
+                let svc = &mut self.services[pair.service];
+                if let Some(b) = pair.backend.and_then(|b| svc.balancer.backends.get_mut(b)) {
+                    b.total += 1;
+                    debug!(
+                        "client={} service={} backend={}: connected in {:?}",
+                        pair.client_addr, svc.cfg.name, b.cfg.address, latency
+                    );
+                }
+                self.drive(key, now);
+            }
+            Ok(false) => {}
+            Err(e) => self.connect_failed(key, CheckResult::from_io(&e), &e.to_string(), now),
+        }
+    }
+
+    /// A connect failed or timed out: count it, then retry elsewhere or give up.
+    fn connect_failed(&mut self, key: usize, result: CheckResult, detail: &str, now: Instant) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        let svc_key = pair.service;
+        pair.server = None; // closes the socket
+        pair.connect_deadline = None;
+        let Some(b) = pair.backend.take() else { return };
+        pair.tried.push(b);
+        let client = pair.client_addr;
+        let svc = &mut self.services[svc_key];
+        if let Some(backend) = svc.balancer.backends.get_mut(b) {
+            backend.active = backend.active.saturating_sub(1);
+            warn!(
+                "client={client} service={} backend={}: connect failed ({result}: {detail})",
+                svc.cfg.name, backend.cfg.address
+            );
+        }
+        self.backend_failed(svc_key, b, result, now);
+        self.drop_removed_backend(svc_key, b);
+        if self.may_retry(key) {
+            self.connect(key, now);
+        } else {
+            self.close(key, End::ConnectFailed(result), now);
+        }
+    }
+
+    // ---- relaying -----------------------------------------------------------
+
+    /// Drives a pair after an event or a yield, then settles its fate.
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        match pair.drive(&mut self.pool) {
+            Ok(p) => {
+                if p.from_client + p.from_backend + p.to_backend + p.to_client > 0 {
+                    pair.last_active = now;
+                    if let Some(b) = pair
+                        .backend
+                        .and_then(|b| self.services.get_mut(pair.service)?.balancer.backends.get_mut(b))
+                    {
+                        b.bytes_in += p.from_backend;
+                        b.bytes_out += p.to_backend;
+                    }
+                }
+                if p.finished {
+                    self.close(key, End::Done, now);
+                    return;
+                }
+                if p.again {
+                    self.again.push((key, pair.id));
+                }
+                self.arm(key);
+            }
+            Err(end) => self.close(key, end, now),
+        }
+    }
+
+    /// Makes sure a timer entry exists no later than the pair's deadline.
+    fn arm(&mut self, key: usize) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        let Some(deadline) = pair.deadline() else { return };
+        if pair.timer_at.is_none_or(|t| deadline < t) {
+            pair.timer_at = Some(deadline);
+            self.timers.add(deadline, TimerKind::Pair(key, pair.id));
+        }
+    }
+
+    /// Closes both sockets of a pair, updates counters and writes the access
+    /// log line.
+    fn close(&mut self, key: usize, end: End, now: Instant) {
+        let Some(mut pair) = self.pairs.try_remove(key) else { return };
+        if end.is_reset() {
+            // Pass the reset on to the side that is still there.
+            listener::set_reset_on_close(&pair.client.stream);
+            if let Some(s) = &pair.server {
+                listener::set_reset_on_close(&s.stream);
+            }
+        }
+        pair.release_buffers(&mut self.pool);
+        self.counters.active = self.counters.active.saturating_sub(1);
+        let svc_key = pair.service;
+        let svc = &mut self.services[svc_key];
+        svc.active = svc.active.saturating_sub(1);
+        let ip = pair.client_addr.ip();
+        if let Some(n) = svc.clients.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                svc.clients.remove(&ip);
+            }
+        }
+        let backend = match pair.backend.and_then(|b| svc.balancer.backends.get_mut(b)) {
+            Some(b) => {
+                b.active = b.active.saturating_sub(1);
+                b.cfg.address.clone()
+            }
+            None => "-".to_string(),
+        };
+        info!(
+            "close client={} service={} backend={} duration_ms={} from_client={} to_client={} end={}",
+            pair.client_addr,
+            svc.cfg.name,
+            backend,
+            now.saturating_duration_since(pair.started).as_millis(),
+            pair.bytes_from_client,
+            pair.bytes_to_client,
+            end
+        );
+        if let Some(b) = pair.backend {
+            self.drop_removed_backend(svc_key, b);
+        }
+        self.drop_removed_service(svc_key);
+    }
+
+    /// A backend removed by a reload goes away with its last connection.
+    fn drop_removed_backend(&mut self, svc_key: usize, b: usize) {
+        if let Some(svc) = self.services.get_mut(svc_key) {
+            if svc.balancer.backends.get(b).is_some_and(|be| be.removed && be.active == 0) {
+                svc.balancer.backends.remove(b);
+            }
+        }
+    }
+
+    /// A service removed by a reload goes away with its last connection.
+    pub(crate) fn drop_removed_service(&mut self, svc_key: usize) {
+        if self.services.get(svc_key).is_some_and(|s| s.removed && s.active == 0) {
+            self.services.remove(svc_key);
+        }
+    }
+
+    // ---- timers -------------------------------------------------------------
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((when, kind)) = self.timers.pop_expired(now) {
+            match kind {
+                TimerKind::Pair(key, id) => self.pair_timer(key, id, when, now),
+                TimerKind::Probe(key, gen) => {
+                    let changes = self.prober.on_timer(key, gen, &mut self.services, &mut self.timers, self.poll.registry(), now);
+                    self.apply_health(changes, now);
+                }
+                TimerKind::StatsConn(key, id) => {
+                    if let Some(s) = self.stats.as_mut() {
+                        s.on_timer(key, id, now, &mut self.timers);
+                    }
+                }
+                TimerKind::AcceptRetry => {
+                    if self.accept_paused_until.is_some_and(|t| t <= now) {
+                        self.accept_paused_until = None;
+                    }
+                    if let Some(s) = self.stats.as_mut() {
+                        s.accept_ready = true;
+                    }
+                }
+                TimerKind::Shutdown => {
+                    if !self.pairs.is_empty() {
+                        warn!("shutdown deadline reached: closing {} connections", self.pairs.len());
+                    }
+                    self.stop_now = true;
+                }
+            }
+        }
+    }
+
+    fn pair_timer(&mut self, key: usize, id: u64, when: Instant, now: Instant) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        if pair.id != id || pair.timer_at != Some(when) {
+            return; // a stale entry; a newer one is armed
+        }
+        pair.timer_at = None;
+        match pair.deadline() {
+            Some(d) if d <= now => match pair.phase {
+                Phase::Connecting => self.connect_failed(key, CheckResult::TimedOut, "no answer in time", now),
+                Phase::Relaying => self.close(key, End::IdleTimeout, now),
+            },
+            _ => self.arm(key),
+        }
+    }
+
+    // ---- health -------------------------------------------------------------
+
+    fn apply_health(&mut self, changes: Vec<(usize, usize, Transition)>, _now: Instant) {
+        for (svc_key, b, t) in changes {
+            if let Some(svc) = self.services.get(svc_key) {
+                if let Some(backend) = svc.balancer.backends.get(b) {
+                    log_transition(&svc.cfg.name, &backend.cfg.address, t, "health check");
+                }
+            }
+        }
+    }
+
+    // ---- stats --------------------------------------------------------------
+
+    fn accept_stats(&mut self, now: Instant) {
+        let Some(mut stats) = self.stats.take() else { return };
+        if stats.accept_ready && self.accept_paused_until.is_none() {
+            if let Err(e) = stats.accept(self.poll.registry(), &mut self.timers, now) {
+                if listener::is_resource_exhaustion(&e) {
+                    warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
+                    self.pause_accepting(now);
+                }
+            }
+        }
+        self.stats = Some(stats);
+    }
+
+    fn on_stats_client(&mut self, key: usize, event: &mio::event::Event, now: Instant) {
+        // The stats server reads the whole proxy while it answers, so it and
+        // the timers are taken out for the call.
+        let Some(mut stats) = self.stats.take() else { return };
+        let mut timers = std::mem::take(&mut self.timers);
+        stats.on_event(key, event, self, &mut timers, now);
+        self.timers = timers;
+        self.stats = Some(stats);
+    }
+}
+
+fn log_transition(service: &str, address: &str, t: Transition, source: &str) {
+    warn!(
+        "service={service} backend={address} is {} ({source}: {}) after {:.1}s {}",
+        if t.up { "UP" } else { "DOWN" },
+        t.reason,
+        t.after.as_secs_f64(),
+        if t.up { "down" } else { "up" }
+    );
+}

@@ -1,0 +1,67 @@
+//! Step 1 of the data flow: sockets in. Binding listeners with a real
+//! backlog, opening non-blocking backend connections, and telling apart the
+//! accept errors that mean "out of descriptors, back off" from the rest.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// Listen backlog: clients beyond `max_connections` wait here.
+pub const BACKLOG: i32 = 1024;
+
+/// Binds a non-blocking listener on `addr` with SO_REUSEADDR.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Starts a non-blocking connect to `addr` with TCP_NODELAY set.
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    socket.set_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Makes the next close of `stream` send a reset instead of a FIN.
+pub fn set_reset_on_close(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// Out of descriptors or kernel memory: retrying at once would spin.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// Errors about one failed handshake that say nothing about the listener.
+pub fn is_transient_accept_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+        || e.kind() == io::ErrorKind::ConnectionAborted
+        || e.kind() == io::ErrorKind::ConnectionReset
+        || matches!(e.raw_os_error(), Some(libc::EPROTO) | Some(libc::EPERM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_port_zero_and_refuse_busy_address() {
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        assert!(bind(addr).is_err(), "a listening address cannot be bound twice");
+    }
+}

@@ -1,0 +1,98 @@
+//! Command line, logging set-up, then `Proxy::new(config)?.run()`.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use easyproxy::{Config, Proxy};
+use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
+
+/// A single-binary TCP load balancer: one event loop, health checks, stats,
+/// reload on SIGHUP, graceful stop on SIGTERM.
+#[derive(Parser)]
+#[command(name = "easyproxy", version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config", default_value = "easyproxy.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print a summary and exit (0 valid, 1 not).
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("easyproxy: invalid configuration:\n{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.check {
+        println!("{}: configuration is valid", args.config.display());
+        print!("{config}");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(&config) {
+        eprintln!("easyproxy: {e}");
+        return ExitCode::from(1);
+    }
+    let pid_file = config.global.pid_file.clone();
+    let mut proxy = match Proxy::new(config, Some(args.config.clone())) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("easyproxy: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(path) = &pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            eprintln!("easyproxy: cannot write pid file {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    log::info!("easyproxy {} started (pid {})", env!("CARGO_PKG_VERSION"), std::process::id());
+    let result = proxy.run();
+    if let Some(path) = &pid_file {
+        remove_pid_file(path);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            eprintln!("easyproxy: event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn remove_pid_file(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+fn init_logging(config: &Config) -> Result<(), String> {
+    let cfg = ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
+    // The level is set on the log facade too so a reload can change it.
+    let level = log::LevelFilter::Trace;
+    match &config.global.log_file {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            WriteLogger::init(level, cfg, file).map_err(|e| e.to_string())?;
+        }
+        None => {
+            TermLogger::init(level, cfg, TerminalMode::Stderr, ColorChoice::Never).map_err(|e| e.to_string())?;
+        }
+    }
+    log::set_max_level(config.global.log_level);
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Step 4 of the data flow: moving bytes socket -> buffer -> socket.
+//!
+//! Written against `Read`/`Write` so it is tested without sockets. Each call
+//! loops until the operation would block (or the buffer is full/empty, or the
+//! per-call budget is spent) and says which of those stopped it, so that the
+//! edge-triggered caller knows exactly what readiness it has used up.
+
+use std::io::{self, ErrorKind, Read, Write};
+
+use crate::buffer::Buffer;
+
+/// Why [`fill`] stopped reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// The source has nothing more for now: readiness is used up.
+    WouldBlock,
+    /// The buffer has no room left: readiness is kept for later.
+    Full,
+    /// The per-call byte budget is spent: readiness is kept for later.
+    Budget,
+    /// The peer shut down its write half.
+    Eof,
+}
+
+/// Why [`flush`] stopped writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything buffered was written.
+    Drained,
+    /// The destination takes no more for now: writability is used up.
+    WouldBlock,
+}
+
+/// Reads from `src` into `buf` until it would block, the buffer is full, EOF,
+/// or `budget` bytes were read. Returns the bytes read and why it stopped; an
+/// error carries the bytes read before it.
+pub fn fill<R: Read + ?Sized>(buf: &mut Buffer, src: &mut R, budget: usize) -> (usize, io::Result<Fill>) {
+    let mut total = 0;
+    loop {
+        if buf.is_full() {
+            return (total, Ok(Fill::Full));
+        }
+        if total >= budget {
+            return (total, Ok(Fill::Budget));
+        }
+        match src.read(buf.space()) {
+            Ok(0) => return (total, Ok(Fill::Eof)),
+            Ok(n) => {
+                buf.commit(n);
+                total += n;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return (total, Ok(Fill::WouldBlock)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (total, Err(e)),
+        }
+    }
+}
+
+/// Writes `bytes` to `dst` until all are written or it would block; returns
+/// how many were written.
+pub fn write_all_nb<W: Write + ?Sized>(bytes: &[u8], dst: &mut W) -> (usize, io::Result<Flush>) {
+    let mut done = 0;
+    while done < bytes.len() {
+        match dst.write(&bytes[done..]) {
+            Ok(0) => return (done, Err(ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return (done, Ok(Flush::WouldBlock)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(Flush::Drained))
+}
+
+/// Writes what `buf` holds to `dst` until drained or it would block.
+pub fn flush<W: Write + ?Sized>(buf: &mut Buffer, dst: &mut W) -> (usize, io::Result<Flush>) {
+    let (n, r) = write_all_nb(buf.data(), dst);
+    buf.consume(n);
+    (n, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted peer: each step is what one read/write call returns.
+    enum Step {
+        Data(&'static [u8]),
+        Take(usize),
+        Block,
+        Intr,
+        Fail,
+    }
+
+    struct Script(Vec<Step>, Vec<u8>);
+
+    impl Read for Script {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            match self.0.remove(0) {
+                Step::Data(d) => {
+                    let n = d.len().min(out.len());
+                    out[..n].copy_from_slice(&d[..n]);
+                    Ok(n)
+                }
+                Step::Block => Err(ErrorKind::WouldBlock.into()),
+                Step::Intr => Err(ErrorKind::Interrupted.into()),
+                Step::Fail | Step::Take(_) => Err(ErrorKind::ConnectionReset.into()),
+            }
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            match self.0.remove(0) {
+                Step::Take(n) => {
+                    let n = n.min(b.len());
+                    self.1.extend_from_slice(&b[..n]);
+                    Ok(n)
+                }
+                Step::Block => Err(ErrorKind::WouldBlock.into()),
+                Step::Intr => Err(ErrorKind::Interrupted.into()),
+                _ => Err(ErrorKind::BrokenPipe.into()),
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn fill_until_would_block() {
+        let mut b = Buffer::new(16);
+        let mut s = Script(vec![Step::Data(b"ab"), Step::Intr, Step::Data(b"cd"), Step::Block], vec![]);
+        assert_eq!(fill(&mut b, &mut s, 1 << 20).1.unwrap(), Fill::WouldBlock);
+        assert_eq!(b.data(), b"abcd");
+    }
+
+    #[test]
+    fn fill_stops_when_full_and_keeps_the_rest() {
+        let mut b = Buffer::new(4);
+        let mut s = Script(vec![Step::Data(b"abcdef"), Step::Data(b"gh")], vec![]);
+        let (n, r) = fill(&mut b, &mut s, 1 << 20);
+        assert_eq!((n, r.unwrap()), (4, Fill::Full));
+        assert_eq!(s.0.len(), 1, "no read is attempted into a full buffer");
+    }
+
+    #[test]
+    fn fill_eof_and_error_and_budget() {
+        let mut b = Buffer::new(16);
+        let mut s = Script(vec![Step::Data(b"ab")], vec![]);
+        assert_eq!(fill(&mut b, &mut s, 1 << 20).map_ok(), (2, Fill::Eof));
+        let mut s = Script(vec![Step::Data(b"x"), Step::Fail], vec![]);
+        let (n, r) = fill(&mut b, &mut s, 1 << 20);
+        assert_eq!(n, 1);
+        assert!(r.is_err());
+        let mut b = Buffer::new(16);
+        let mut s = Script(vec![Step::Data(b"abc"), Step::Data(b"def")], vec![]);
+        assert_eq!(fill(&mut b, &mut s, 2).1.unwrap(), Fill::Budget);
+    }
+
+    #[test]
+    fn flush_partial_then_block() {
+        let mut b = Buffer::new(16);
+        b.push(b"hello world");
+        let mut s = Script(vec![Step::Take(5), Step::Intr, Step::Take(1), Step::Block], vec![]);
+        let (n, r) = flush(&mut b, &mut s);
+        assert_eq!((n, r.unwrap()), (6, Flush::WouldBlock));
+        assert_eq!(b.data(), b"world");
+        let mut s = Script(vec![Step::Take(100)], vec![]);
+        assert_eq!(flush(&mut b, &mut s).1.unwrap(), Flush::Drained);
+        assert_eq!(s.1, b"world");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn flush_error() {
+        let mut b = Buffer::new(16);
+        b.push(b"x");
+        let mut s = Script(vec![Step::Fail], vec![]);
+        assert!(flush(&mut b, &mut s).1.is_err());
+    }
+
+    trait MapOk {
+        fn map_ok(self) -> (usize, Fill);
+    }
+    impl MapOk for (usize, io::Result<Fill>) {
+        fn map_ok(self) -> (usize, Fill) {
+            (self.0, self.1.unwrap())
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Side flow: SIGHUP. A new, fully validated configuration is applied to the
+//! running proxy as a difference: services matched by name, backends by
+//! address. Every new listen address is bound before anything changes, so a
+//! failure leaves the running configuration exactly as it was. Connections
+//! already open are never touched.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpListener;
+use mio::Interest;
+
+use crate::balancer::Backend;
+use crate::config::{Config, ServiceConfig};
+use crate::event_loop::{Proxy, Service};
+use crate::listener;
+use crate::stats::StatsServer;
+use crate::token::Target;
+
+/// What a reload changed, for its log line.
+#[derive(Default)]
+struct Summary {
+    services_added: Vec<String>,
+    services_removed: Vec<String>,
+    services_changed: Vec<String>,
+    backends_added: Vec<String>,
+    backends_removed: Vec<String>,
+    backends_changed: Vec<String>,
+    global_changed: bool,
+    stats_changed: bool,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
+        write!(
+            f,
+            "services added={} removed={} changed={}; backends added={} removed={} changed={}",
+            list(&self.services_added),
+            list(&self.services_removed),
+            list(&self.services_changed),
+            list(&self.backends_added),
+            list(&self.backends_removed),
+            list(&self.backends_changed),
+        )?;
+        if self.global_changed {
+            write!(f, "; [global] changed")?;
+        }
+        if self.stats_changed {
+            write!(f, "; [stats] changed")?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies `new` to the running proxy, or changes nothing and says why.
+pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String> {
+    // Phase 1: bind every address not already bound; any failure aborts
+    // before anything was changed (the fresh sockets are simply dropped).
+    let bound: HashMap<SocketAddr, usize> = p
+        .services
+        .iter()
+        .filter(|(_, s)| !s.removed && s.listener.is_some())
+        .map(|(k, s)| (s.cfg.listen, k))
+        .collect();
+    let mut fresh: HashMap<SocketAddr, TcpListener> = HashMap::new();
+    for svc in &new.services {
+        if !bound.contains_key(&svc.listen) {
+            let l = listener::bind(svc.listen)
+                .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", svc.listen, svc.name))?;
+            fresh.insert(svc.listen, l);
+        }
+    }
+    let old_stats = p.config.stats.as_ref().map(|s| s.listen);
+    let new_stats = new.stats.as_ref().map(|s| s.listen);
+    let mut fresh_stats = None;
+    if new_stats != old_stats {
+        if let Some(addr) = new_stats {
+            fresh_stats =
+                Some(StatsServer::bind(addr).map_err(|e| format!("cannot listen on {addr} for [stats]: {e}"))?);
+        }
+    }
+
+    // Phase 2: nothing below can fail in a way that matters; apply.
+    let mut summary = Summary {
+        global_changed: new.global != p.config.global,
+        stats_changed: new_stats != old_stats,
+        ..Summary::default()
+    };
+    let mut taken: HashMap<SocketAddr, TcpListener> = HashMap::new();
+    for (_, svc) in p.services.iter_mut().filter(|(_, s)| !s.removed) {
+        if let Some(l) = svc.listener.take() {
+            taken.insert(svc.cfg.listen, l);
+        }
+    }
+    let by_name: HashMap<String, usize> = p
+        .services
+        .iter()
+        .filter(|(_, s)| !s.removed)
+        .map(|(k, s)| (s.cfg.name.clone(), k))
+        .collect();
+
+    for cfg in &new.services {
+        let Some(mut l) = taken.remove(&cfg.listen).or_else(|| fresh.remove(&cfg.listen)) else {
+            continue; // cannot happen: phase 1 bound every address
+        };
+        let key = match by_name.get(&cfg.name) {
+            Some(&key) => {
+                if let Err(e) = p.registry().reregister(&mut l, Target::Listener(key).token(), Interest::READABLE) {
+                    log::error!("service {}: cannot register its listener: {e}", cfg.name);
+                }
+                let svc = &mut p.services[key];
+                if service_settings_changed(&svc.cfg, cfg) {
+                    summary.services_changed.push(cfg.name.clone());
+                }
+                update_backends(svc, cfg, &mut summary, now);
+                svc.cfg = cfg.clone();
+                svc.listener = Some(l);
+                svc.accept_ready = true;
+                key
+            }
+            None => {
+                summary.services_added.push(cfg.name.clone());
+                let entry = p.services.vacant_entry();
+                let key = entry.key();
+                if let Err(e) = p.registry().register(&mut l, Target::Listener(key).token(), Interest::READABLE) {
+                    log::error!("service {}: cannot register its listener: {e}", cfg.name);
+                }
+                p.services.insert(Service::new_with_listener(cfg.clone(), l, now));
+                p.reschedule_probes(key, now);
+                continue;
+            }
+        };
+        p.reschedule_probes(key, now);
+    }
+
+    // Services not in the new file stop listening and drain.
+    let gone: Vec<usize> = by_name
+        .iter()
+        .filter(|(name, _)| !new.services.iter().any(|c| &c.name == *name))
+        .map(|(_, &k)| k)
+        .collect();
+    for key in gone {
+        let svc = &mut p.services[key];
+        summary.services_removed.push(svc.cfg.name.clone());
+        svc.removed = true;
+        svc.accept_ready = false;
+        svc.listener = None;
+        p.remove_probes(key);
+        p.drop_removed_service(key);
+    }
+    for (_, mut l) in taken {
+        let _ = p.registry().deregister(&mut l);
+    }
+
+    if summary.stats_changed {
+        let stats = p.stats_mut();
+        if let Some(mut old) = stats.take() {
+            old.close(p.registry());
+        }
+        if let Some(mut s) = fresh_stats {
+            if let Err(e) = s.register(p.registry()) {
+                log::error!("cannot register the stats listener: {e}");
+            }
+            if let Some(addr) = s.local_addr() {
+                log::info!("stats listening on http://{addr}/");
+            }
+            *p.stats_mut() = Some(s);
+        }
+    }
+    for (name, addr) in p.listen_addrs() {
+        if summary.services_added.contains(&name) {
+            log::info!("service {name} listening on {addr}");
+        }
+    }
+    p.set_config(new);
+    Ok(summary.to_string())
+}
+
+/// Whether anything but the backend list differs.
+fn service_settings_changed(old: &ServiceConfig, new: &ServiceConfig) -> bool {
+    let mut a = old.clone();
+    a.backends = new.backends.clone();
+    a != *new
+}
+
+/// Matches backends by address: kept ones keep health and counters, new ones
+/// start up, missing ones take no new clients and go with their last
+/// connection.
+fn update_backends(svc: &mut Service, cfg: &ServiceConfig, summary: &mut Summary, now: Instant) {
+    let bal = &mut svc.balancer;
+    bal.strategy = cfg.strategy;
+    for b in &cfg.backends {
+        match bal.find(&b.address) {
+            Some(k) => {
+                let be = &mut bal.backends[k];
+                if be.removed || be.cfg != *b {
+                    summary.backends_changed.push(format!("{}/{}", cfg.name, b.address));
+                }
+                be.removed = false;
+                be.cfg = b.clone();
+            }
+            None => {
+                summary.backends_added.push(format!("{}/{}", cfg.name, b.address));
+                bal.backends.insert(Backend::new(b.clone(), now));
+            }
+        }
+    }
+    let gone: Vec<usize> = bal
+        .backends
+        .iter()
+        .filter(|(_, be)| !be.removed && !cfg.backends.iter().any(|b| b.address == be.cfg.address))
+        .map(|(k, _)| k)
+        .collect();
+    for k in gone {
+        summary.backends_removed.push(format!("{}/{}", cfg.name, bal.backends[k].cfg.address));
+        if bal.backends[k].active == 0 {
+            bal.backends.remove(k);
+        } else {
+            bal.backends[k].removed = true;
+        }
+    }
+    bal.rebuild();
+}
