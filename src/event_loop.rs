@@ -463,7 +463,7 @@ impl Proxy {
                     self.counters.rejected += 1;
                     End::NoBackend
                 } else {
-                    End::ConnectFailed(svc.balancer.backends[*pair.tried.last().unwrap_or(&0)].health.last)
+                    End::ConnectFailed(pair.last_connect_error)
                 };
                 self.close(key, end, now);
                 return;
@@ -502,6 +502,7 @@ impl Proxy {
                     // Refused at once (e.g. unreachable network): try another.
                     let result = CheckResult::from_io(&e);
                     pair.tried.push(b);
+                    pair.last_connect_error = result;
                     warn!(
                         "client={} service={} backend={}: connect failed ({result}: {e})",
                         pair.client_addr, svc.cfg.name, backend.cfg.address
@@ -581,6 +582,7 @@ impl Proxy {
         pair.connect_deadline = None;
         let Some(b) = pair.backend.take() else { return };
         pair.tried.push(b);
+        pair.last_connect_error = result;
         let client = pair.client_addr;
         let svc = &mut self.services[svc_key];
         if let Some(backend) = svc.balancer.backends.get_mut(b) {

@@ -152,6 +152,8 @@ pub struct Pair {
     /// Backends that already failed to connect for this client.
     pub tried: Vec<usize>,
     pub connect_deadline: Option<Instant>,
+    /// Why the last connect attempt failed.
+    pub last_connect_error: CheckResult,
     pub connect_started: Option<Instant>,
     /// Client -> backend bytes in flight.
     pub up: Option<Buffer>,
@@ -185,6 +187,7 @@ impl Pair {
             server: None,
             tried: Vec::new(),
             connect_deadline: None,
+            last_connect_error: CheckResult::None,
             connect_started: None,
             up: None,
             down: None,
