@@ -97,7 +97,12 @@ impl Balancer {
     /// Recomputes the tie-break order and the ip_hash ring after backends
     /// were added, removed or re-weighted.
     pub fn rebuild(&mut self) {
-        self.order = self.backends.iter().filter(|(_, b)| !b.removed).map(|(k, _)| k).collect();
+        self.order = self
+            .backends
+            .iter()
+            .filter(|(_, b)| !b.removed)
+            .map(|(k, _)| k)
+            .collect();
         self.ring.clear();
         let total: u64 = self.order.iter().map(|&k| self.backends[k].weight()).sum();
         let per_weight = if total * RING_POINTS_PER_WEIGHT > RING_MAX_POINTS {
@@ -150,7 +155,11 @@ impl Balancer {
             Strategy::PowerOfTwo => {
                 let a = self.pick_weighted_random(backups, tried)?;
                 let b = self.pick_weighted_random(backups, tried)?;
-                Some(if self.backends[b].active < self.backends[a].active { b } else { a })
+                Some(if self.backends[b].active < self.backends[a].active {
+                    b
+                } else {
+                    a
+                })
             }
             Strategy::IpHash => self.pick_ip_hash(ip, backups, tried),
         }
@@ -255,7 +264,10 @@ impl Balancer {
 
     /// Finds a backend by its configured address.
     pub fn find(&self, address: &str) -> Option<usize> {
-        self.backends.iter().find(|(_, b)| b.cfg.address == address).map(|(k, _)| k)
+        self.backends
+            .iter()
+            .find(|(_, b)| b.cfg.address == address)
+            .map(|(k, _)| k)
     }
 
     /// Keys of backends still in the configuration, in configuration order.

@@ -264,7 +264,15 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
             let (line, col) = line_col(text, span.start);
-            format!("line {line}, column {col}: {msg}")
+            // Name the table the error is in: TOML's message often does not.
+            let table = text
+                .lines()
+                .take(line)
+                .filter(|l| l.trim_start().starts_with('['))
+                .last()
+                .map(|l| format!(" (in {})", l.trim()))
+                .unwrap_or_default();
+            format!("line {line}, column {col}{table}: {msg}")
         }
         None => msg,
     }
@@ -323,13 +331,7 @@ impl Validator {
             }
         };
         let global = Global {
-            max_connections: self.count(
-                "global.max_connections",
-                g.max_connections,
-                10000,
-                1,
-                10_000_000,
-            ) as usize,
+            max_connections: self.count("global.max_connections", g.max_connections, 10000, 1, 10_000_000) as usize,
             buffer_size: self.count(
                 "global.buffer_size",
                 g.buffer_size,
@@ -361,13 +363,14 @@ impl Validator {
                         format!("duplicate service name {:?}", svc.name),
                     );
                 }
-                if let Some(o) = services.iter().find(|o| o.listen == svc.listen) {
+                let port0 = svc.listen.port() == 0;
+                if let Some(o) = services.iter().find(|o| o.listen == svc.listen && !port0) {
                     self.err(
                         &format!("service[{i}].listen"),
                         format!("{} is already used by service {:?}", svc.listen, o.name),
                     );
                 }
-                if stats.as_ref().is_some_and(|st| st.listen == svc.listen) {
+                if !port0 && stats.as_ref().is_some_and(|st| st.listen == svc.listen) {
                     self.err(
                         &format!("service[{i}].listen"),
                         format!("{} is already used by [stats]", svc.listen),
@@ -390,10 +393,17 @@ impl Validator {
             self.err(&format!("{key}.name"), "must not be empty");
             ok = false;
         } else if s.name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-            self.err(&format!("{key}.name"), "must not contain quotes, backslashes or control characters");
+            self.err(
+                &format!("{key}.name"),
+                "must not contain quotes, backslashes or control characters",
+            );
             ok = false;
         }
-        let key = if s.name.is_empty() { key } else { format!("{key} ({})", s.name) };
+        let key = if s.name.is_empty() {
+            key
+        } else {
+            format!("{key} ({})", s.name)
+        };
         let listen = match parse_listen(&s.listen) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -421,7 +431,10 @@ impl Validator {
             "v1" => SendProxy::V1,
             "v2" => SendProxy::V2,
             other => {
-                self.err(&format!("{key}.send_proxy"), format!("unknown value {other:?} (none | v1 | v2)"));
+                self.err(
+                    &format!("{key}.send_proxy"),
+                    format!("unknown value {other:?} (none | v1 | v2)"),
+                );
                 SendProxy::None
             }
         };
@@ -432,7 +445,10 @@ impl Validator {
             self.count(&format!("{key}.max_connections"), s.max_connections, 0, 0, 10_000_000) as usize;
         let health_check = s.health_check.map(|h| self.health(&format!("{key}.health_check"), h));
         if s.backend.is_empty() {
-            self.err(&format!("{key}.backend"), "a service needs at least one [[service.backend]]");
+            self.err(
+                &format!("{key}.backend"),
+                "a service needs at least one [[service.backend]]",
+            );
             ok = false;
         }
         let mut backends: Vec<BackendConfig> = Vec::new();
@@ -489,8 +505,18 @@ impl Validator {
             self.err(&format!("{key}.send"), "longer than 65536 bytes");
         }
         HealthCheck {
-            interval: self.ms(&format!("{key}.interval_ms"), h.interval_ms, d.interval.as_millis() as u64, false),
-            timeout: self.ms(&format!("{key}.timeout_ms"), h.timeout_ms, d.timeout.as_millis() as u64, false),
+            interval: self.ms(
+                &format!("{key}.interval_ms"),
+                h.interval_ms,
+                d.interval.as_millis() as u64,
+                false,
+            ),
+            timeout: self.ms(
+                &format!("{key}.timeout_ms"),
+                h.timeout_ms,
+                d.timeout.as_millis() as u64,
+                false,
+            ),
             rise: self.count(&format!("{key}.rise"), h.rise, d.rise as u64, 1, 1000) as u32,
             fall: self.count(&format!("{key}.fall"), h.fall, d.fall as u64, 1, 1000) as u32,
             send,
@@ -678,8 +704,12 @@ address = "127.0.0.1:1"
 
     #[test]
     fn zero_weight_and_bad_strategy_are_named() {
-        let text = MIN.replace("address = \"127.0.0.1:1\"", "address = \"127.0.0.1:1\"\nweight = 0")
-            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nstrategy = \"fastest\"");
+        let text = MIN
+            .replace("address = \"127.0.0.1:1\"", "address = \"127.0.0.1:1\"\nweight = 0")
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                "listen = \"127.0.0.1:0\"\nstrategy = \"fastest\"",
+            );
         let e = Config::parse(&text).unwrap_err();
         assert!(e.iter().any(|p| p.contains("weight")), "{e:?}");
         assert!(e.iter().any(|p| p.contains("strategy")), "{e:?}");

@@ -216,7 +216,9 @@ impl Proxy {
                     }
                     Some(Target::Backend(key)) => self.on_backend_event(key, event, now),
                     Some(Target::Probe(key)) => {
-                        let changes = self.prober.on_event(key, event, &mut self.services, &mut self.timers, now);
+                        let changes = self
+                            .prober
+                            .on_event(key, event, &mut self.services, &mut self.timers, now);
                         self.apply_health(changes, now);
                     }
                     Some(Target::StatsListener) => {
@@ -310,7 +312,10 @@ impl Proxy {
             Ok(c) => c,
             Err(e) => {
                 self.counters.reloads_failed += 1;
-                error!("reload failed, keeping the running configuration: {}", e.to_string().replace('\n', "; "));
+                error!(
+                    "reload failed, keeping the running configuration: {}",
+                    e.to_string().replace('\n', "; ")
+                );
                 return;
             }
         };
@@ -357,7 +362,9 @@ impl Proxy {
         if self.accept_paused_until.is_some_and(|t| now < t) || !self.has_global_room() {
             return false;
         }
-        self.services.iter().any(|(_, s)| s.accept_ready && s.listener.is_some() && s.has_room())
+        self.services
+            .iter()
+            .any(|(_, s)| s.accept_ready && s.listener.is_some() && s.has_room())
     }
 
     /// Accepts from every listener that reported readiness, while there is
@@ -398,7 +405,11 @@ impl Proxy {
                                 FD_BACKOFF.as_millis()
                             );
                         } else {
-                            error!("accept on {}: {e}; retrying in {} ms", svc.cfg.listen, FD_BACKOFF.as_millis());
+                            error!(
+                                "accept on {}: {e}; retrying in {} ms",
+                                svc.cfg.listen,
+                                FD_BACKOFF.as_millis()
+                            );
                         }
                         self.pause_accepting(now);
                         return;
@@ -476,7 +487,10 @@ impl Proxy {
                         Target::Backend(key).token(),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        warn!("client={} backend={}: cannot register: {e}", pair.client_addr, backend.cfg.address);
+                        warn!(
+                            "client={} backend={}: cannot register: {e}",
+                            pair.client_addr, backend.cfg.address
+                        );
                         self.close(key, End::LocalError, now);
                         return;
                     }
@@ -526,8 +540,12 @@ impl Proxy {
 
     /// Counts a failed connect against a backend (a passive health check).
     fn backend_failed(&mut self, svc_key: usize, b: usize, result: CheckResult, now: Instant) {
-        let Some(svc) = self.services.get_mut(svc_key) else { return };
-        let Some(backend) = svc.balancer.backends.get_mut(b) else { return };
+        let Some(svc) = self.services.get_mut(svc_key) else {
+            return;
+        };
+        let Some(backend) = svc.balancer.backends.get_mut(b) else {
+            return;
+        };
         backend.failures += 1;
         if let Some(hc) = &svc.cfg.health_check {
             if let Some(t) = backend.health.record(result, None, hc.rise, hc.fall, now) {
@@ -644,7 +662,9 @@ impl Proxy {
     /// Closes both sockets of a pair, updates counters and writes the access
     /// log line.
     fn close(&mut self, key: usize, end: End, now: Instant) {
-        let Some(mut pair) = self.pairs.try_remove(key) else { return };
+        let Some(mut pair) = self.pairs.try_remove(key) else {
+            return;
+        };
         if end.is_reset() {
             // Pass the reset on to the side that is still there.
             listener::set_reset_on_close(&pair.client.stream);
@@ -690,7 +710,12 @@ impl Proxy {
     /// A backend removed by a reload goes away with its last connection.
     fn drop_removed_backend(&mut self, svc_key: usize, b: usize) {
         if let Some(svc) = self.services.get_mut(svc_key) {
-            if svc.balancer.backends.get(b).is_some_and(|be| be.removed && be.active == 0) {
+            if svc
+                .balancer
+                .backends
+                .get(b)
+                .is_some_and(|be| be.removed && be.active == 0)
+            {
                 svc.balancer.backends.remove(b);
             }
         }
@@ -710,7 +735,14 @@ impl Proxy {
             match kind {
                 TimerKind::Pair(key, id) => self.pair_timer(key, id, when, now),
                 TimerKind::Probe(key, gen) => {
-                    let changes = self.prober.on_timer(key, gen, &mut self.services, &mut self.timers, self.poll.registry(), now);
+                    let changes = self.prober.on_timer(
+                        key,
+                        gen,
+                        &mut self.services,
+                        &mut self.timers,
+                        self.poll.registry(),
+                        now,
+                    );
                     self.apply_health(changes, now);
                 }
                 TimerKind::StatsConn(key, id) => {

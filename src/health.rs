@@ -139,7 +139,11 @@ impl HealthState {
         self.last_change = now;
         self.successes = 0;
         self.fails = 0;
-        Transition { up: self.up, reason, after }
+        Transition {
+            up: self.up,
+            reason,
+            after,
+        }
     }
 }
 

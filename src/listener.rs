@@ -13,7 +13,11 @@ pub const BACKLOG: i32 = 1024;
 
 /// Binds a non-blocking listener on `addr` with SO_REUSEADDR.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -22,7 +26,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Starts a non-blocking connect to `addr` with TCP_NODELAY set.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_nodelay(true)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}

@@ -53,7 +53,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    log::info!("easyproxy {} started (pid {})", env!("CARGO_PKG_VERSION"), std::process::id());
+    log::info!(
+        "easyproxy {} started (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
     let result = proxy.run();
     if let Some(path) = &pid_file {
         remove_pid_file(path);

@@ -234,11 +234,10 @@ impl Pair {
         // Client -> backend. Until connected (or while the header is still
         // going out) client bytes are only buffered, up to one buffer.
         let dst = self.server.as_mut().filter(|_| connected && header_done);
-        let (read, wrote, again) =
-            pump_direction(&mut self.client, dst, &mut self.up, pool).map_err(|f| match f {
-                Failed::Src => End::ClientReset,
-                Failed::Dst => End::BackendReset,
-            })?;
+        let (read, wrote, again) = pump_direction(&mut self.client, dst, &mut self.up, pool).map_err(|f| match f {
+            Failed::Src => End::ClientReset,
+            Failed::Dst => End::BackendReset,
+        })?;
         p.from_client = read;
         p.to_backend = wrote;
         p.again |= again;

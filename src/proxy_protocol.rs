@@ -78,11 +78,23 @@ mod tests {
 
     #[test]
     fn v1_v4_and_v6() {
-        let h = header(SendProxy::V1, "1.2.3.4:5678".parse().unwrap(), "10.0.0.1:80".parse().unwrap());
+        let h = header(
+            SendProxy::V1,
+            "1.2.3.4:5678".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        );
         assert_eq!(h, b"PROXY TCP4 1.2.3.4 10.0.0.1 5678 80\r\n");
-        let h = header(SendProxy::V1, "[::1]:5678".parse().unwrap(), "[2001:db8::1]:80".parse().unwrap());
+        let h = header(
+            SendProxy::V1,
+            "[::1]:5678".parse().unwrap(),
+            "[2001:db8::1]:80".parse().unwrap(),
+        );
         assert_eq!(h, b"PROXY TCP6 ::1 2001:db8::1 5678 80\r\n");
-        let h = header(SendProxy::V1, "[::ffff:1.2.3.4]:1".parse().unwrap(), "[::ffff:5.6.7.8]:2".parse().unwrap());
+        let h = header(
+            SendProxy::V1,
+            "[::ffff:1.2.3.4]:1".parse().unwrap(),
+            "[::ffff:5.6.7.8]:2".parse().unwrap(),
+        );
         assert_eq!(h, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
         let h = header(SendProxy::V1, "1.2.3.4:1".parse().unwrap(), "[::1]:2".parse().unwrap());
         assert_eq!(h, b"PROXY UNKNOWN\r\n");
@@ -90,7 +102,11 @@ mod tests {
 
     #[test]
     fn v2_v4() {
-        let h = header(SendProxy::V2, "1.2.3.4:5678".parse().unwrap(), "10.0.0.1:80".parse().unwrap());
+        let h = header(
+            SendProxy::V2,
+            "1.2.3.4:5678".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        );
         let mut want = V2_SIGNATURE.to_vec();
         want.extend_from_slice(&[0x21, 0x11, 0, 12, 1, 2, 3, 4, 10, 0, 0, 1, 0x16, 0x2e, 0, 80]);
         assert_eq!(h, want);

@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn fill_until_would_block() {
         let mut b = Buffer::new(16);
-        let mut s = Script(vec![Step::Data(b"ab"), Step::Intr, Step::Data(b"cd"), Step::Block], vec![]);
+        let mut s = Script(
+            vec![Step::Data(b"ab"), Step::Intr, Step::Data(b"cd"), Step::Block],
+            vec![],
+        );
         assert_eq!(fill(&mut b, &mut s, 1 << 20).1.unwrap(), Fill::WouldBlock);
         assert_eq!(b.data(), b"abcd");
     }

@@ -107,7 +107,10 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         };
         let key = match by_name.get(&cfg.name) {
             Some(&key) => {
-                if let Err(e) = p.registry().reregister(&mut l, Target::Listener(key).token(), Interest::READABLE) {
+                if let Err(e) = p
+                    .registry()
+                    .reregister(&mut l, Target::Listener(key).token(), Interest::READABLE)
+                {
                     log::error!("service {}: cannot register its listener: {e}", cfg.name);
                 }
                 let svc = &mut p.services[key];
@@ -124,7 +127,10 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
                 summary.services_added.push(cfg.name.clone());
                 let entry = p.services.vacant_entry();
                 let key = entry.key();
-                if let Err(e) = p.registry().register(&mut l, Target::Listener(key).token(), Interest::READABLE) {
+                if let Err(e) = p
+                    .registry()
+                    .register(&mut l, Target::Listener(key).token(), Interest::READABLE)
+                {
                     log::error!("service {}: cannot register its listener: {e}", cfg.name);
                 }
                 p.services.insert(Service::new_with_listener(cfg.clone(), l, now));
@@ -214,7 +220,9 @@ fn update_backends(svc: &mut Service, cfg: &ServiceConfig, summary: &mut Summary
         .map(|(k, _)| k)
         .collect();
     for k in gone {
-        summary.backends_removed.push(format!("{}/{}", cfg.name, bal.backends[k].cfg.address));
+        summary
+            .backends_removed
+            .push(format!("{}/{}", cfg.name, bal.backends[k].cfg.address));
         if bal.backends[k].active == 0 {
             bal.backends.remove(k);
         } else {

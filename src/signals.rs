@@ -28,12 +28,8 @@ impl Signals {
         let (read, write) = StdUnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        let delivery = SignalDelivery::with_pipe(
-            UnixStream::from_std(read),
-            write,
-            SignalOnly,
-            [SIGHUP, SIGTERM, SIGINT],
-        )?;
+        let delivery =
+            SignalDelivery::with_pipe(UnixStream::from_std(read), write, SignalOnly, [SIGHUP, SIGTERM, SIGINT])?;
         Ok(Signals { delivery })
     }
 

@@ -52,7 +52,15 @@ impl StatsServer {
         }
     }
 
-    pub fn on_event(&mut self, _key: usize, _event: &mio::event::Event, _proxy: &Proxy, _timers: &mut Timers, _now: Instant) {}
+    pub fn on_event(
+        &mut self,
+        _key: usize,
+        _event: &mio::event::Event,
+        _proxy: &Proxy,
+        _timers: &mut Timers,
+        _now: Instant,
+    ) {
+    }
 
     pub fn on_timer(&mut self, _key: usize, _id: u64, _now: Instant, _timers: &mut Timers) {}
 }

@@ -163,7 +163,8 @@ fn refused_connect_is_retried_on_another_backend() {
 /// connect to it hangs.
 fn black_hole() -> (socket2::Socket, Vec<TcpStream>) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
     s.listen(0).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
@@ -247,7 +248,8 @@ fn tiny_fd_limit_neither_crashes_nor_spins_and_recovers() {
         let mut sh = std::process::Command::new("sh");
         let prog = cmd.get_program().to_string_lossy().to_string();
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().to_string()).collect();
-        sh.arg("-c").arg(format!("ulimit -n 24 && exec {prog} {}", args.join(" ")));
+        sh.arg("-c")
+            .arg(format!("ulimit -n 24 && exec {prog} {}", args.join(" ")));
         sh
     });
     let addr = p.addr("svc");
@@ -364,7 +366,9 @@ fn proxy_protocol_v1_header_bytes() {
 #[test]
 fn proxy_protocol_v2_header_bytes() {
     let (client, proxy, got) = proxy_header_seen("v2", 28);
-    let mut want = vec![0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x11, 0, 12];
+    let mut want = vec![
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x11, 0, 12,
+    ];
     want.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
     want.extend_from_slice(&client.port().to_be_bytes());
     want.extend_from_slice(&proxy.port().to_be_bytes());
@@ -382,7 +386,9 @@ fn sigterm_drains_open_connections_then_exits_zero() {
     p.signal(libc::SIGTERM);
     p.wait_log("stopping", SOON);
     // No new clients...
-    wait_for("the listener to close", SOON, || TcpStream::connect(addr).is_err().then_some(()));
+    wait_for("the listener to close", SOON, || {
+        TcpStream::connect(addr).is_err().then_some(())
+    });
     // ...but the open one still works.
     assert_eq!(roundtrip(&mut c, b"during"), b"during");
     assert!(p.is_running());

@@ -104,7 +104,14 @@ impl Running {
         let services = config.matches("[[service]]").count();
         r.wait_log("started", SOON);
         wait_for("services to listen", SOON, || {
-            (r.logs.lock().unwrap().iter().filter(|l| l.contains(" listening on ")).count() >= services).then_some(())
+            (r.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(" listening on "))
+                .count()
+                >= services)
+                .then_some(())
         });
         r
     }
@@ -124,7 +131,15 @@ impl Running {
     /// The newest address of service `name` (after a reload moved it).
     pub fn last_addr(&self, name: &str) -> SocketAddr {
         let needle = format!("service {name} listening on ");
-        let line = self.logs.lock().unwrap().iter().rev().find(|l| l.contains(&needle)).cloned().unwrap();
+        let line = self
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|l| l.contains(&needle))
+            .cloned()
+            .unwrap();
         let at = line.find(&needle).unwrap() + needle.len();
         line[at..].trim().parse().unwrap()
     }
@@ -201,7 +216,9 @@ impl Running {
     }
 
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
