@@ -216,9 +216,7 @@ impl Proxy {
                     }
                     Some(Target::Backend(key)) => self.on_backend_event(key, event, now),
                     Some(Target::Probe(key)) => {
-                        let changes = self
-                            .prober
-                            .on_event(key, event, &mut self.services, &mut self.timers, now);
+                        let changes = self.prober.on_event(key, &mut self.services, &mut self.timers, now);
                         self.apply_health(changes, now);
                     }
                     Some(Target::StatsListener) => {

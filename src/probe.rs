@@ -1,45 +1,308 @@
-//! Side flow: active health-check probes, sockets of the same event loop.
-//! (Filled in by the health-check issue; for now no probe is ever started.)
+//! Side flow: active health-check probes. Each backend of a service with a
+//! `[service.health_check]` table has one probe: a socket of the same event
+//! loop that connects, sends `send`, reads until the reply contains `expect`,
+//! all within `timeout_ms`, then waits for its next turn. Probes of one
+//! service are spread over the interval so they never fire together.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read};
+use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
+use mio::Interest;
 use slab::Slab;
 
 use crate::event_loop::Service;
-use crate::health::Transition;
-use crate::timer::Timers;
+use crate::health::{CheckResult, Transition};
+use crate::listener;
+use crate::pump::{self, Flush};
+use crate::timer::{TimerKind, Timers};
+use crate::token::Target;
+
+/// Most reply bytes a probe keeps while looking for `expect`.
+const MAX_REPLY: usize = 16 * 1024;
+
+/// Where a probe is in its cycle.
+enum Stage {
+    /// Waiting for its next turn.
+    Idle,
+    /// Non-blocking connect in progress.
+    Connecting(TcpStream),
+    /// Writing `send` (bytes written so far).
+    Sending(TcpStream, usize),
+    /// Reading the reply (bytes received so far).
+    Reading(TcpStream, Vec<u8>),
+}
+
+struct Probe {
+    svc: usize,
+    backend: usize,
+    /// Bumped at every step so that a timer armed for an older step is stale.
+    gen: u64,
+    stage: Stage,
+    started: Instant,
+}
+
+/// A health change to be logged: (service key, backend key, transition).
+pub type Change = (usize, usize, Transition);
 
 /// All probes of all services.
 #[derive(Default)]
-pub struct Prober {}
+pub struct Prober {
+    probes: Slab<Probe>,
+    by_service: HashMap<usize, Vec<usize>>,
+    rng: u64,
+}
 
 impl Prober {
-    pub fn schedule_service(&mut self, _svc_key: usize, _svc: &Service, _timers: &mut Timers, _now: Instant) {}
-
-    pub fn on_event(
-        &mut self,
-        _key: usize,
-        _event: &mio::event::Event,
-        _services: &mut Slab<Service>,
-        _timers: &mut Timers,
-        _now: Instant,
-    ) -> Vec<(usize, usize, Transition)> {
-        Vec::new()
+    /// (Re)creates the probes of one service, spread over its interval.
+    pub fn schedule_service(&mut self, svc_key: usize, svc: &Service, timers: &mut Timers, now: Instant) {
+        self.remove_service(svc_key);
+        let Some(hc) = &svc.cfg.health_check else { return };
+        if svc.removed {
+            return;
+        }
+        let keys: Vec<usize> = svc.balancer.order().to_vec();
+        let n = keys.len().max(1) as u128;
+        let interval = hc.interval.as_nanos();
+        let mut mine = Vec::with_capacity(keys.len());
+        for (i, backend) in keys.into_iter().enumerate() {
+            // Slot i of n across the interval, plus up to a tenth of a slot
+            // of noise so services with equal intervals do not line up.
+            let noise = u128::from(self.random() % 1000) * interval / n / 10_000;
+            let offset = Duration::from_nanos(((interval * i as u128 / n) + noise) as u64);
+            let key = self.probes.insert(Probe {
+                svc: svc_key,
+                backend,
+                gen: 1,
+                stage: Stage::Idle,
+                started: now,
+            });
+            timers.add(now + offset, TimerKind::Probe(key, 1));
+            mine.push(key);
+        }
+        self.by_service.insert(svc_key, mine);
     }
 
+    /// Drops a service's probes (their sockets close).
+    pub fn remove_service(&mut self, svc_key: usize) {
+        for key in self.by_service.remove(&svc_key).unwrap_or_default() {
+            self.probes.try_remove(key);
+        }
+    }
+
+    /// Stops probing altogether (graceful stop).
+    pub fn stop_all(&mut self) {
+        self.probes.clear();
+        self.by_service.clear();
+    }
+
+    /// Open probe sockets (for tests and stats).
+    pub fn open_sockets(&self) -> usize {
+        self.probes
+            .iter()
+            .filter(|(_, p)| !matches!(p.stage, Stage::Idle))
+            .count()
+    }
+
+    fn random(&mut self) -> u64 {
+        if self.rng == 0 {
+            self.rng =
+                Instant::now().elapsed().as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// A probe's timer: start a check when idle, or time it out when running.
     pub fn on_timer(
         &mut self,
-        _key: usize,
-        _gen: u64,
-        _services: &mut Slab<Service>,
-        _timers: &mut Timers,
-        _registry: &mio::Registry,
-        _now: Instant,
-    ) -> Vec<(usize, usize, Transition)> {
-        Vec::new()
+        key: usize,
+        gen: u64,
+        services: &mut Slab<Service>,
+        timers: &mut Timers,
+        registry: &mio::Registry,
+        now: Instant,
+    ) -> Vec<Change> {
+        let Some(probe) = self.probes.get_mut(key) else {
+            return Vec::new();
+        };
+        if probe.gen != gen {
+            return Vec::new();
+        }
+        let Some(svc) = services.get(probe.svc) else {
+            return Vec::new();
+        };
+        let Some(hc) = svc.cfg.health_check.as_ref() else {
+            return Vec::new();
+        };
+        let result = if !matches!(probe.stage, Stage::Idle) {
+            Some(CheckResult::TimedOut)
+        } else if let Some(addr) = svc.balancer.backends.get(probe.backend).map(|b| b.cfg.addr) {
+            probe.started = now;
+            probe.gen += 1;
+            match listener::connect(addr) {
+                Ok(mut stream) => {
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    match registry.register(&mut stream, Target::Probe(key).token(), interest) {
+                        Ok(()) => {
+                            probe.stage = Stage::Connecting(stream);
+                            timers.add(now + hc.timeout, TimerKind::Probe(key, probe.gen));
+                            None
+                        }
+                        Err(_) => Some(CheckResult::LocalError),
+                    }
+                }
+                Err(e) => Some(CheckResult::from_io(&e)),
+            }
+        } else {
+            None
+        };
+        match result {
+            Some(r) => self.finish(key, r, services, timers, now),
+            None => Vec::new(),
+        }
     }
 
-    pub fn stop_all(&mut self) {}
+    /// Readiness on a probe socket: advance connect -> send -> read.
+    pub fn on_event(
+        &mut self,
+        key: usize,
+        services: &mut Slab<Service>,
+        timers: &mut Timers,
+        now: Instant,
+    ) -> Vec<Change> {
+        let Some(probe) = self.probes.get_mut(key) else {
+            return Vec::new();
+        };
+        let Some(hc) = services.get(probe.svc).and_then(|s| s.cfg.health_check.as_ref()) else {
+            return Vec::new();
+        };
+        match advance(probe, &hc.send, &hc.expect) {
+            Some(r) => self.finish(key, r, services, timers, now),
+            None => Vec::new(),
+        }
+    }
 
-    pub fn remove_service(&mut self, _svc_key: usize) {}
+    /// Records a check's result, closes its socket and schedules the next.
+    fn finish(
+        &mut self,
+        key: usize,
+        result: CheckResult,
+        services: &mut Slab<Service>,
+        timers: &mut Timers,
+        now: Instant,
+    ) -> Vec<Change> {
+        let Some(probe) = self.probes.get_mut(key) else {
+            return Vec::new();
+        };
+        probe.stage = Stage::Idle; // drops (closes) the socket
+        probe.gen += 1;
+        let mut changes = Vec::new();
+        let Some(svc) = services.get_mut(probe.svc) else {
+            return changes;
+        };
+        let Some(hc) = svc.cfg.health_check.as_ref() else {
+            return changes;
+        };
+        let next = (probe.started + hc.interval).max(now + hc.interval / 4);
+        timers.add(next, TimerKind::Probe(key, probe.gen));
+        if let Some(b) = svc.balancer.backends.get_mut(probe.backend) {
+            let latency = now.saturating_duration_since(probe.started);
+            if let Some(t) = b.health.record(result, Some(latency), hc.rise, hc.fall, now) {
+                changes.push((probe.svc, probe.backend, t));
+            }
+        }
+        changes
+    }
+}
+
+/// Moves a running probe as far as its socket allows; `Some` when the check
+/// is decided.
+fn advance(probe: &mut Probe, send: &[u8], expect: &[u8]) -> Option<CheckResult> {
+    loop {
+        let stage = std::mem::replace(&mut probe.stage, Stage::Idle);
+        probe.stage = match stage {
+            Stage::Idle => return None,
+            Stage::Connecting(stream) => match connect_state(&stream) {
+                Ok(true) => Stage::Sending(stream, 0),
+                Ok(false) => {
+                    probe.stage = Stage::Connecting(stream);
+                    return None;
+                }
+                Err(r) => return Some(r),
+            },
+            Stage::Sending(mut stream, written) => {
+                let (n, r) = pump::write_all_nb(&send[written..], &mut stream);
+                match r {
+                    Ok(Flush::Drained) if expect.is_empty() => return Some(CheckResult::Ok),
+                    Ok(Flush::Drained) => Stage::Reading(stream, Vec::new()),
+                    Ok(Flush::WouldBlock) => {
+                        probe.stage = Stage::Sending(stream, written + n);
+                        return None;
+                    }
+                    Err(e) => return Some(CheckResult::from_io(&e)),
+                }
+            }
+            Stage::Reading(mut stream, mut got) => {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf) {
+                        // A peer that closed after a wrong reply gave a wrong reply.
+                        Ok(0) if got.is_empty() => return Some(CheckResult::Closed),
+                        Ok(0) => return Some(CheckResult::UnexpectedReply),
+                        Ok(n) => {
+                            // Search only where a match could newly end.
+                            let from = got.len().saturating_sub(expect.len().saturating_sub(1));
+                            got.extend_from_slice(&buf[..n]);
+                            if contains(&got[from..], expect) {
+                                return Some(CheckResult::Ok);
+                            }
+                            if got.len() > MAX_REPLY {
+                                return Some(CheckResult::UnexpectedReply);
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            probe.stage = Stage::Reading(stream, got);
+                            return None;
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Some(CheckResult::from_io(&e)),
+                    }
+                }
+            }
+        };
+    }
+}
+
+/// A connect is complete when the socket has no error and a peer address.
+fn connect_state(stream: &TcpStream) -> Result<bool, CheckResult> {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => return Err(CheckResult::from_io(&e)),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(CheckResult::from_io(&e)),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+
+    #[test]
+    fn contains_finds_needles() {
+        assert!(contains(b"+PONG\r\n", b"PONG"));
+        assert!(!contains(b"-ERR", b"PONG"));
+        assert!(contains(b"anything", b""));
+        assert!(!contains(b"PO", b"PONG"));
+    }
 }

@@ -229,5 +229,11 @@ fn update_backends(svc: &mut Service, cfg: &ServiceConfig, summary: &mut Summary
             bal.backends[k].removed = true;
         }
     }
+    if cfg.health_check.is_none() {
+        // Without checks nothing would ever bring a down backend back.
+        for (_, be) in bal.backends.iter_mut() {
+            be.health.set_up(true, now);
+        }
+    }
     bal.rebuild();
 }

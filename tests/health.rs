@@ -1,0 +1,257 @@
+//! Health checks through real sockets: probes, rise/fall, send/expect,
+//! passive failures, ip_hash and backups across down/up, descriptor hygiene.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn hc_service(hc: &str, backends: &[(SocketAddr, &str)], extra: &str) -> String {
+    let mut c = format!(
+        "[global]\nlog_level = \"debug\"\n[[service]]\nname = \"svc\"\nlisten = \"127.0.0.1:0\"\n{extra}\n[service.health_check]\n{hc}\n"
+    );
+    for (a, more) in backends {
+        c.push_str(&format!("[[service.backend]]\naddress = \"{a}\"\n{more}\n"));
+    }
+    c
+}
+
+/// Which tagged backend serves a new client (reads the one-byte tag).
+fn served_by(addr: SocketAddr) -> String {
+    let mut c = connect(addr);
+    String::from_utf8(read_n(&mut c, 1)).unwrap()
+}
+
+/// Same, for a client bound to a given loopback source IP.
+fn served_by_from(addr: SocketAddr, src: &str) -> String {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&format!("{src}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.connect(&addr.into()).unwrap();
+    let mut c: TcpStream = s.into();
+    c.set_read_timeout(Some(SOON)).unwrap();
+    String::from_utf8(read_n(&mut c, 1)).unwrap()
+}
+
+fn tagged_on(addr: SocketAddr, tag: &'static str) -> Backend {
+    let l = wait_for("rebinding the backend port", SOON, || TcpListener::bind(addr).ok());
+    Backend::spawn_on(l, move |mut s| {
+        if s.write_all(tag.as_bytes()).is_ok() {
+            echo_conn(s);
+        }
+    })
+}
+
+#[test]
+fn killed_backend_goes_down_and_comes_back() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let (interval, timeout, rise, fall) = (200u64, 200u64, 2u64, 2u64);
+    let hc = format!("interval_ms = {interval}\ntimeout_ms = {timeout}\nrise = {rise}\nfall = {fall}\n");
+    let p = Running::start(&hc_service(&hc, &[(a.addr, ""), (b.addr, "")], ""));
+    let addr = p.addr("svc");
+    let b_addr = b.addr;
+    // Both up: probes succeed for a while.
+    thread::sleep(Duration::from_millis(interval as u64 * 2));
+    assert_eq!(p.count_log("is DOWN"), 0);
+
+    b.stop();
+    drop(b);
+    let t = Instant::now();
+    let line = p.wait_log(&format!("backend={b_addr} is DOWN"), SOON);
+    let took = t.elapsed();
+    let bound = Duration::from_millis(interval * (fall + 1) + timeout);
+    assert!(
+        took < bound + Duration::from_secs(2),
+        "down after {took:?} (expected about {bound:?})"
+    );
+    assert!(line.contains("refused"), "reason given: {line}");
+    assert!(line.contains("after"), "time in old state given: {line}");
+
+    // New clients avoid the down backend.
+    for _ in 0..6 {
+        assert_eq!(served_by(addr), "A");
+    }
+
+    let _b2 = tagged_on(b_addr, "B");
+    let t = Instant::now();
+    p.wait_log(&format!("backend={b_addr} is UP"), SOON);
+    let took = t.elapsed();
+    let bound = Duration::from_millis(interval * (rise + 1));
+    assert!(
+        took < bound + Duration::from_secs(2),
+        "up after {took:?} (expected about {bound:?})"
+    );
+    let seen: String = (0..4).map(|_| served_by(addr)).collect();
+    assert!(seen.contains('B'), "recovered backend gets clients again: {seen}");
+}
+
+#[test]
+fn send_expect_marks_the_wrong_reply_down_and_keeps_the_right_one_up() {
+    let good = Backend::spawn(|mut s| {
+        let mut buf = [0u8; 64];
+        if let Ok(n) = s.read(&mut buf) {
+            if &buf[..n] == b"PING\r\n" {
+                let _ = s.write_all(b"+PONG\r\n");
+            }
+        }
+    });
+    let bad = Backend::spawn(|mut s| {
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"-ERR unknown\r\n");
+    });
+    let hc = "interval_ms = 100\ntimeout_ms = 500\nrise = 1\nfall = 2\nsend = 'PING\\r\\n'\nexpect = \"+PONG\"\n";
+    let p = Running::start(&hc_service(hc, &[(good.addr, ""), (bad.addr, "")], ""));
+    let line = p.wait_log(&format!("backend={} is DOWN", bad.addr), SOON);
+    assert!(line.contains("unexpected reply"), "{line}");
+    // Let the good one be probed many times more.
+    let probes_before = good.accepted();
+    wait_for("more probes of the good backend", SOON, || {
+        (good.accepted() >= probes_before + 5).then_some(())
+    });
+    assert!(!p.log_text().contains(&format!("backend={} is DOWN", good.addr)));
+}
+
+#[test]
+fn backend_that_never_answers_is_down_after_the_timeout() {
+    // Accepts, reads, never replies.
+    let mute = Backend::spawn(|mut s| {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let good = Backend::tagged("G");
+    let hc = "interval_ms = 100\ntimeout_ms = 200\nfall = 2\nexpect = \"G\"\n";
+    let p = Running::start(&hc_service(hc, &[(mute.addr, ""), (good.addr, "")], ""));
+    let line = p.wait_log(&format!("backend={} is DOWN", mute.addr), SOON);
+    assert!(line.contains("timeout"), "{line}");
+    assert_eq!(served_by(p.addr("svc")), "G");
+}
+
+#[test]
+fn passive_failures_alone_take_a_backend_down() {
+    let good = Backend::tagged("G");
+    let dead = refused_addr();
+    // The interval is so long that no probe runs during the test.
+    let hc = "interval_ms = 600000\nfall = 2\n";
+    let p = Running::start(&hc_service(hc, &[(dead, ""), (good.addr, "")], "retries = 1\n"));
+    let addr = p.addr("svc");
+    for _ in 0..4 {
+        assert_eq!(served_by(addr), "G");
+    }
+    let line = p.wait_log(&format!("backend={dead} is DOWN"), SOON);
+    assert!(line.contains("client connect") && line.contains("refused"), "{line}");
+    let failed_connects = p.count_log(&format!("backend={dead}: connect failed"));
+    for _ in 0..4 {
+        assert_eq!(served_by(addr), "G");
+    }
+    assert_eq!(
+        p.count_log(&format!("backend={dead}: connect failed")),
+        failed_connects,
+        "a down backend is not tried any more"
+    );
+}
+
+#[test]
+fn ip_hash_clients_return_to_their_backend_after_recovery() {
+    let tags = ["A", "B", "C"];
+    let backends: Vec<Backend> = tags.iter().map(|t| Backend::tagged(t)).collect();
+    let list: Vec<(SocketAddr, &str)> = backends.iter().map(|b| (b.addr, "")).collect();
+    let hc = "interval_ms = 100\ntimeout_ms = 200\nrise = 1\nfall = 1\n";
+    let p = Running::start(&hc_service(hc, &list, "strategy = \"ip_hash\"\n"));
+    let addr = p.addr("svc");
+    let ips: Vec<String> = (2..40).map(|i| format!("127.0.0.{i}")).collect();
+    let before: Vec<String> = ips.iter().map(|ip| served_by_from(addr, ip)).collect();
+    // Take down the backend with the most clients.
+    let victim = (0..3)
+        .max_by_key(|&i| before.iter().filter(|t| *t == tags[i]).count())
+        .unwrap();
+    let victim_addr = backends[victim].addr;
+    backends[victim].stop();
+    p.wait_log(&format!("backend={victim_addr} is DOWN"), SOON);
+    for (ip, was) in ips.iter().zip(&before) {
+        let now = served_by_from(addr, ip);
+        if was == tags[victim] {
+            assert_ne!(&now, was, "{ip} still sent to the down backend");
+        } else {
+            assert_eq!(&now, was, "{ip} moved although its backend is up");
+        }
+    }
+    let _back = tagged_on(victim_addr, tags[victim]);
+    p.wait_log(&format!("backend={victim_addr} is UP"), SOON);
+    for (ip, was) in ips.iter().zip(&before) {
+        assert_eq!(&served_by_from(addr, ip), was, "{ip} did not return");
+    }
+}
+
+#[test]
+fn backups_switch_in_and_out() {
+    let primary = Backend::tagged("P");
+    let backup = Backend::tagged("B");
+    let hc = "interval_ms = 100\ntimeout_ms = 200\nrise = 1\nfall = 1\n";
+    let p = Running::start(&hc_service(
+        hc,
+        &[(primary.addr, ""), (backup.addr, "backup = true")],
+        "",
+    ));
+    let addr = p.addr("svc");
+    for _ in 0..3 {
+        assert_eq!(served_by(addr), "P");
+    }
+    let primary_addr = primary.addr;
+    primary.stop();
+    p.wait_log(&format!("backend={primary_addr} is DOWN"), SOON);
+    for _ in 0..3 {
+        assert_eq!(served_by(addr), "B");
+    }
+    let _again = tagged_on(primary_addr, "P");
+    p.wait_log(&format!("backend={primary_addr} is UP"), SOON);
+    for _ in 0..3 {
+        assert_eq!(served_by(addr), "P");
+    }
+}
+
+#[test]
+fn taking_a_backend_down_keeps_its_open_connections() {
+    let a = Backend::tagged("A");
+    let hc = "interval_ms = 100\ntimeout_ms = 200\nfall = 1\n";
+    let p = Running::start(&hc_service(hc, &[(a.addr, "")], ""));
+    let mut c = connect(p.addr("svc"));
+    assert_eq!(read_n(&mut c, 1), b"A");
+    let a_addr = a.addr;
+    a.stop(); // the listener closes; the open connection lives on
+    p.wait_log(&format!("backend={a_addr} is DOWN"), SOON);
+    assert_eq!(roundtrip(&mut c, b"still here"), b"still here");
+}
+
+#[test]
+fn descriptor_count_stays_flat_across_many_probe_cycles() {
+    let up = Backend::tagged("U");
+    let dead = refused_addr();
+    let mute = Backend::spawn(|mut s| {
+        let mut buf = [0u8; 16];
+        let _ = s.read(&mut buf);
+    });
+    let hc = "interval_ms = 5\ntimeout_ms = 20\nexpect = \"U\"\n";
+    let p = Running::start(&hc_service(hc, &[(up.addr, ""), (dead, ""), (mute.addr, "")], ""));
+    wait_for("a first round of probes", SOON, || (up.accepted() >= 5).then_some(()));
+    let fds_before = p.open_fds();
+    let start = up.accepted();
+    wait_for("hundreds of probe cycles", Duration::from_secs(60), || {
+        (up.accepted() >= start + 300).then_some(())
+    });
+    let fds_after = p.open_fds();
+    assert!(
+        fds_after <= fds_before + 3,
+        "descriptors grew from {fds_before} to {fds_after}"
+    );
+    assert!(p.count_log("is DOWN") >= 2, "the dead and the mute backend are down");
+}
