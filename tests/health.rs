@@ -56,7 +56,7 @@ fn killed_backend_goes_down_and_comes_back() {
     let addr = p.addr("svc");
     let b_addr = b.addr;
     // Both up: probes succeed for a while.
-    thread::sleep(Duration::from_millis(interval as u64 * 2));
+    thread::sleep(Duration::from_millis(interval * 2));
     assert_eq!(p.count_log("is DOWN"), 0);
 
     b.stop();
