@@ -28,6 +28,7 @@ struct RawGlobal {
 #[serde(deny_unknown_fields)]
 struct RawStats {
     listen: String,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -145,6 +146,8 @@ pub struct Global {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatsConfig {
     pub listen: SocketAddr,
+    /// Time a stats client has to send its request and read the answer.
+    pub timeout: Duration,
 }
 
 /// Active health checking of one service's backends.
@@ -344,11 +347,14 @@ impl Validator {
             log_file: g.log_file,
             pid_file: g.pid_file,
         };
-        let stats = raw.stats.and_then(|s| match parse_listen(&s.listen) {
-            Ok(listen) => Some(StatsConfig { listen }),
-            Err(e) => {
-                self.err("stats.listen", e);
-                None
+        let stats = raw.stats.and_then(|s| {
+            let timeout = self.ms("stats.timeout_ms", s.timeout_ms, 10_000, false);
+            match parse_listen(&s.listen) {
+                Ok(listen) => Some(StatsConfig { listen, timeout }),
+                Err(e) => {
+                    self.err("stats.listen", e);
+                    None
+                }
             }
         });
         if raw.service.is_empty() {

@@ -45,6 +45,10 @@ pub struct Service {
     pub active: usize,
     pub total: u64,
     pub rejected: u64,
+    /// Bytes received from this service's backends.
+    pub bytes_in: u64,
+    /// Bytes sent to this service's backends.
+    pub bytes_out: u64,
     /// Open connections per client IP.
     pub clients: HashMap<IpAddr, usize>,
     /// The listener reported readiness not yet drained by accept.
@@ -62,6 +66,8 @@ impl Service {
             active: 0,
             total: 0,
             rejected: 0,
+            bytes_in: 0,
+            bytes_out: 0,
             clients: HashMap::new(),
             accept_ready: true,
             removed: false,
@@ -81,6 +87,10 @@ pub struct Counters {
     pub rejected: u64,
     pub reloads: u64,
     pub reloads_failed: u64,
+    /// Bytes received from backends, all services.
+    pub bytes_in: u64,
+    /// Bytes sent to backends, all services.
+    pub bytes_out: u64,
 }
 
 /// The proxy: configuration, sockets, connection pairs and timers.
@@ -118,9 +128,9 @@ impl Proxy {
             services.insert(Service::new_with_listener(cfg.clone(), l, now));
         }
         let stats = match &config.stats {
-            Some(s) => Some(
-                StatsServer::bind(s.listen).map_err(|e| format!("cannot listen on {} for [stats]: {e}", s.listen))?,
-            ),
+            Some(s) => {
+                Some(StatsServer::bind(s).map_err(|e| format!("cannot listen on {} for [stats]: {e}", s.listen))?)
+            }
             None => None,
         };
         let mut signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
@@ -224,7 +234,7 @@ impl Proxy {
                             s.accept_ready = true;
                         }
                     }
-                    Some(Target::StatsClient(key)) => self.on_stats_client(key, event, now),
+                    Some(Target::StatsClient(key)) => self.on_stats_client(key, now),
                     None => {}
                 }
             }
@@ -626,12 +636,15 @@ impl Proxy {
             Ok(p) => {
                 if p.from_client + p.from_backend + p.to_backend + p.to_client > 0 {
                     pair.last_active = now;
-                    if let Some(b) = pair
-                        .backend
-                        .and_then(|b| self.services.get_mut(pair.service)?.balancer.backends.get_mut(b))
-                    {
-                        b.bytes_in += p.from_backend;
-                        b.bytes_out += p.to_backend;
+                    self.counters.bytes_in += p.from_backend;
+                    self.counters.bytes_out += p.to_backend;
+                    if let Some(svc) = self.services.get_mut(pair.service) {
+                        svc.bytes_in += p.from_backend;
+                        svc.bytes_out += p.to_backend;
+                        if let Some(b) = pair.backend.and_then(|b| svc.balancer.backends.get_mut(b)) {
+                            b.bytes_in += p.from_backend;
+                            b.bytes_out += p.to_backend;
+                        }
                     }
                 }
                 if p.finished {
@@ -808,12 +821,12 @@ impl Proxy {
         self.stats = Some(stats);
     }
 
-    fn on_stats_client(&mut self, key: usize, event: &mio::event::Event, now: Instant) {
+    fn on_stats_client(&mut self, key: usize, now: Instant) {
         // The stats server reads the whole proxy while it answers, so it and
         // the timers are taken out for the call.
         let Some(mut stats) = self.stats.take() else { return };
         let mut timers = std::mem::take(&mut self.timers);
-        stats.on_event(key, event, self, &mut timers, now);
+        stats.on_event(key, self, &mut timers, now);
         self.timers = timers;
         self.stats = Some(stats);
     }

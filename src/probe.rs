@@ -211,6 +211,9 @@ impl Prober {
         timers.add(next, TimerKind::Probe(key, probe.gen));
         if let Some(b) = svc.balancer.backends.get_mut(probe.backend) {
             let latency = now.saturating_duration_since(probe.started);
+            if result != CheckResult::Ok {
+                b.failures += 1;
+            }
             if let Some(t) = b.health.record(result, Some(latency), hc.rise, hc.fall, now) {
                 changes.push((probe.svc, probe.backend, t));
             }

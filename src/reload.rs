@@ -76,9 +76,9 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
     let new_stats = new.stats.as_ref().map(|s| s.listen);
     let mut fresh_stats = None;
     if new_stats != old_stats {
-        if let Some(addr) = new_stats {
+        if let Some(cfg) = &new.stats {
             fresh_stats =
-                Some(StatsServer::bind(addr).map_err(|e| format!("cannot listen on {addr} for [stats]: {e}"))?);
+                Some(StatsServer::bind(cfg).map_err(|e| format!("cannot listen on {} for [stats]: {e}", cfg.listen))?);
         }
     }
 
@@ -160,6 +160,9 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         let _ = p.registry().deregister(&mut l);
     }
 
+    if let (Some(s), Some(cfg)) = (p.stats_mut().as_mut(), new.stats.as_ref()) {
+        s.set_timeout(cfg.timeout);
+    }
     if summary.stats_changed {
         let stats = p.stats_mut();
         if let Some(mut old) = stats.take() {
