@@ -24,6 +24,7 @@ struct Summary {
     services_added: Vec<String>,
     services_removed: Vec<String>,
     services_changed: Vec<String>,
+    services_moved: Vec<String>,
     backends_added: Vec<String>,
     backends_removed: Vec<String>,
     backends_changed: Vec<String>,
@@ -102,43 +103,49 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         .collect();
 
     for cfg in &new.services {
-        let Some(mut l) = taken.remove(&cfg.listen).or_else(|| fresh.remove(&cfg.listen)) else {
-            continue; // cannot happen: phase 1 bound every address
+        // A listener already registered moves to its (possibly new) token;
+        // a freshly bound one is registered for the first time.
+        let (mut l, registered) = match taken.remove(&cfg.listen) {
+            Some(l) => (l, true),
+            None => match fresh.remove(&cfg.listen) {
+                Some(l) => (l, false),
+                None => continue, // cannot happen: phase 1 bound every address
+            },
         };
-        let key = match by_name.get(&cfg.name) {
+        let key = by_name
+            .get(&cfg.name)
+            .copied()
+            .unwrap_or_else(|| p.services.vacant_key());
+        let token = Target::Listener(key).token();
+        let r = if registered {
+            p.registry().reregister(&mut l, token, Interest::READABLE)
+        } else {
+            p.registry().register(&mut l, token, Interest::READABLE)
+        };
+        if let Err(e) = r {
+            log::error!("service {}: cannot register its listener: {e}", cfg.name);
+        }
+        match by_name.get(&cfg.name) {
             Some(&key) => {
-                if let Err(e) = p
-                    .registry()
-                    .reregister(&mut l, Target::Listener(key).token(), Interest::READABLE)
-                {
-                    log::error!("service {}: cannot register its listener: {e}", cfg.name);
-                }
                 let svc = &mut p.services[key];
                 if service_settings_changed(&svc.cfg, cfg) {
                     summary.services_changed.push(cfg.name.clone());
+                }
+                if svc.cfg.listen != cfg.listen {
+                    summary.services_moved.push(cfg.name.clone());
                 }
                 update_backends(svc, cfg, &mut summary, now);
                 svc.cfg = cfg.clone();
                 svc.listener = Some(l);
                 svc.accept_ready = true;
-                key
+                p.reschedule_probes(key, now);
             }
             None => {
                 summary.services_added.push(cfg.name.clone());
-                let entry = p.services.vacant_entry();
-                let key = entry.key();
-                if let Err(e) = p
-                    .registry()
-                    .register(&mut l, Target::Listener(key).token(), Interest::READABLE)
-                {
-                    log::error!("service {}: cannot register its listener: {e}", cfg.name);
-                }
-                p.services.insert(Service::new_with_listener(cfg.clone(), l, now));
+                let key = p.services.insert(Service::new_with_listener(cfg.clone(), l, now));
                 p.reschedule_probes(key, now);
-                continue;
             }
-        };
-        p.reschedule_probes(key, now);
+        }
     }
 
     // Services not in the new file stop listening and drain.
@@ -179,7 +186,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         }
     }
     for (name, addr) in p.listen_addrs() {
-        if summary.services_added.contains(&name) {
+        if summary.services_added.contains(&name) || summary.services_moved.contains(&name) {
             log::info!("service {name} listening on {addr}");
         }
     }

@@ -1,0 +1,315 @@
+//! Reload on SIGHUP through real sockets: nothing open may notice, invalid
+//! files change nothing, binds are all-or-nothing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn served_by(addr: SocketAddr) -> String {
+    let mut c = connect(addr);
+    String::from_utf8(read_n(&mut c, 1)).unwrap()
+}
+
+/// One service `svc` on `listen` with the given backends (address, extra lines).
+fn cfg(listen: SocketAddr, strategy: &str, backends: &[(SocketAddr, &str)], more: &str) -> String {
+    let mut c = format!(
+        "[global]\nlog_level = \"debug\"\n\n[stats]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[service]]\nname = \"svc\"\nlisten = \"{listen}\"\nstrategy = \"{strategy}\"\n"
+    );
+    for (a, extra) in backends {
+        c.push_str(&format!("[[service.backend]]\naddress = \"{a}\"\n{extra}\n"));
+    }
+    c.push_str(more);
+    c
+}
+
+fn stats(p: &Running) -> Value {
+    let mut s = TcpStream::connect(p.stats_addr()).unwrap();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+fn reload_and_wait(p: &Running, text: &str, outcome: &str) -> String {
+    let before = p.count_log(outcome);
+    p.reload(text);
+    p.wait_log_count(outcome, before + 1, SOON);
+    p.logs
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|l| l.contains(outcome))
+        .cloned()
+        .unwrap()
+}
+
+/// A client streaming through the proxy in a thread: keeps sending and
+/// checking echoes until told to stop; returns bytes verified.
+struct Streamer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: thread::JoinHandle<usize>,
+}
+
+impl Streamer {
+    fn start(addr: SocketAddr, skip_tag: bool) -> Streamer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut c = connect(addr);
+            if skip_tag {
+                read_n(&mut c, 1);
+            }
+            let mut verified = 0;
+            let mut i = 0u64;
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                let msg = pattern(i, 4096);
+                assert_eq!(roundtrip(&mut c, &msg), msg, "stream broken after {verified} bytes");
+                verified += msg.len();
+                i += 1;
+                thread::sleep(Duration::from_millis(2));
+            }
+            c.shutdown(Shutdown::Write).unwrap();
+            verified
+        });
+        Streamer { stop, handle }
+    }
+
+    fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+#[test]
+fn adding_a_backend_keeps_a_streaming_connection_and_the_new_one_gets_clients() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let listen = free_addr();
+    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
+    let streamer = Streamer::start(listen, true);
+    thread::sleep(Duration::from_millis(100));
+    let line = reload_and_wait(
+        &p,
+        &cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], ""),
+        "reload done",
+    );
+    assert!(line.contains(&format!("backends added=svc/{}", b.addr)), "{line}");
+    let seen: String = (0..4).map(|_| served_by(listen)).collect();
+    assert!(seen.contains('B') && seen.contains('A'), "{seen}");
+    thread::sleep(Duration::from_millis(100));
+    assert!(streamer.finish() > 0);
+    assert_eq!(stats(&p)["reloads"], 1);
+}
+
+#[test]
+fn changing_the_strategy_takes_effect() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let listen = free_addr();
+    let backends = [(a.addr, ""), (b.addr, "")];
+    let p = Running::start(&cfg(listen, "round_robin", &backends, ""));
+    let rr: String = (0..4).map(|_| served_by(listen)).collect();
+    assert!(rr.contains('A') && rr.contains('B'));
+    let line = reload_and_wait(&p, &cfg(listen, "ip_hash", &backends, ""), "reload done");
+    assert!(line.contains("changed=svc"), "{line}");
+    let first = served_by(listen);
+    for _ in 0..6 {
+        assert_eq!(served_by(listen), first, "ip_hash sticks after reload");
+    }
+    assert_eq!(stats(&p)["services"][0]["strategy"], "ip_hash");
+}
+
+#[test]
+fn invalid_files_change_nothing_and_are_counted() {
+    let a = Backend::echo();
+    let listen = free_addr();
+    let good = cfg(listen, "round_robin", &[(a.addr, "")], "");
+    let mut p = Running::start(&good);
+    let mut open = connect(listen);
+    assert_eq!(roundtrip(&mut open, b"before"), b"before");
+    let line = reload_and_wait(&p, "this is not toml [[[", "reload failed");
+    assert!(line.contains("line 1"), "{line}");
+    let line = reload_and_wait(&p, &good.replace("strategy =", "stratgy ="), "reload failed");
+    assert!(line.contains("stratgy"), "{line}");
+    let line = reload_and_wait(
+        &p,
+        &good.replace("[[service.backend]]", "[[service.backend]]\nweight = 0"),
+        "reload failed",
+    );
+    assert!(line.contains("weight"), "{line}");
+    assert!(p.is_running());
+    assert_eq!(roundtrip(&mut open, b"after"), b"after");
+    let mut c = connect(listen);
+    assert_eq!(roundtrip(&mut c, b"new"), b"new");
+    let j = stats(&p);
+    assert_eq!(j["reloads_failed"], 3);
+    assert_eq!(j["reloads"], 0);
+}
+
+#[test]
+fn a_moved_listener_accepts_on_the_new_port_and_keeps_old_connections() {
+    let a = Backend::echo();
+    let old = free_addr();
+    let new = free_addr();
+    let p = Running::start(&cfg(old, "round_robin", &[(a.addr, "")], ""));
+    let mut open = connect(old);
+    assert_eq!(roundtrip(&mut open, b"x"), b"x");
+    reload_and_wait(&p, &cfg(new, "round_robin", &[(a.addr, "")], ""), "reload done");
+    let mut c = connect(new);
+    assert_eq!(roundtrip(&mut c, b"new port"), b"new port");
+    assert!(TcpStream::connect(old).is_err(), "old port still accepts");
+    assert_eq!(roundtrip(&mut open, b"old conn lives"), b"old conn lives");
+    assert_eq!(p.last_addr("svc"), new);
+}
+
+#[test]
+fn a_taken_listen_address_rolls_the_whole_reload_back() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let listen = free_addr();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
+    // Adds a backend to svc AND a second service on a taken address.
+    let bad = cfg(
+        listen,
+        "round_robin",
+        &[(a.addr, ""), (b.addr, "")],
+        &format!(
+            "[[service]]\nname = \"other\"\nlisten = \"{taken_addr}\"\n[[service.backend]]\naddress = \"{}\"\n",
+            a.addr
+        ),
+    );
+    let line = reload_and_wait(&p, &bad, "reload failed");
+    assert!(line.contains(&taken_addr.to_string()), "{line}");
+    for _ in 0..4 {
+        assert_eq!(served_by(listen), "A", "the backend must not have been added");
+    }
+    let j = stats(&p);
+    assert_eq!(j["services"].as_array().unwrap().len(), 1);
+    assert_eq!(j["services"][0]["backends"].as_array().unwrap().len(), 1);
+    assert_eq!(j["reloads_failed"], 1);
+}
+
+#[test]
+fn removing_a_service_and_a_backend_leaves_their_connections_working() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let l1 = free_addr();
+    let l2 = free_addr();
+    let two = format!(
+        "{}[[service]]\nname = \"second\"\nlisten = \"{l2}\"\n[[service.backend]]\naddress = \"{}\"\n",
+        cfg(l1, "round_robin", &[(a.addr, ""), (b.addr, "")], ""),
+        a.addr
+    );
+    let p = Running::start(&two);
+    let s1 = Streamer::start(l1, true); // on A
+    let s2 = Streamer::start(l1, true); // on B
+    let s3 = Streamer::start(l2, true); // on "second"
+    thread::sleep(Duration::from_millis(100));
+    let line = reload_and_wait(&p, &cfg(l1, "round_robin", &[(a.addr, "")], ""), "reload done");
+    assert!(line.contains("removed=second"), "{line}");
+    assert!(line.contains(&format!("removed=svc/{}", b.addr)), "{line}");
+    assert!(TcpStream::connect(l2).is_err(), "removed service still listens");
+    for _ in 0..3 {
+        assert_eq!(served_by(l1), "A");
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert!(s1.finish() > 0 && s2.finish() > 0 && s3.finish() > 0);
+    p.wait_log_count("service=second", 1, SOON);
+}
+
+#[test]
+fn health_state_and_counters_survive_a_reload() {
+    let a = Backend::tagged("A");
+    let dead = refused_addr();
+    let listen = free_addr();
+    let hc = "[service.health_check]\ninterval_ms = 100\ntimeout_ms = 200\nfall = 1\nrise = 1\n";
+    let backends = [(a.addr, ""), (dead, "")];
+    let text = cfg(listen, "round_robin", &backends, hc);
+    let p = Running::start(&text);
+    p.wait_log(&format!("backend={dead} is DOWN"), SOON);
+    for _ in 0..3 {
+        assert_eq!(served_by(listen), "A");
+    }
+    let before = stats(&p);
+    let total_a = before["services"][0]["backends"][0]["total"].as_u64().unwrap();
+    assert_eq!(total_a, 3);
+    // Reload with a changed weight: kept backends keep state and counters.
+    reload_and_wait(
+        &p,
+        &text.replace(
+            &format!("address = \"{}\"\n", a.addr),
+            &format!("address = \"{}\"\nweight = 2\n", a.addr),
+        ),
+        "reload done",
+    );
+    let after = stats(&p);
+    let bes = after["services"][0]["backends"].as_array().unwrap();
+    let a_now = bes.iter().find(|b| b["address"] == a.addr.to_string()).unwrap();
+    let dead_now = bes.iter().find(|b| b["address"] == dead.to_string()).unwrap();
+    assert_eq!(a_now["total"], 3);
+    assert_eq!(a_now["weight"], 2);
+    assert_eq!(dead_now["state"], "down");
+    assert_eq!(served_by(listen), "A");
+}
+
+#[test]
+fn ten_sighups_in_a_burst_are_safe() {
+    let a = Backend::echo();
+    let listen = free_addr();
+    let text = cfg(listen, "round_robin", &[(a.addr, "")], "");
+    let mut p = Running::start(&text);
+    let mut open = connect(listen);
+    assert_eq!(roundtrip(&mut open, b"x"), b"x");
+    std::fs::write(&p.config, &text).unwrap();
+    for _ in 0..10 {
+        p.signal(libc::SIGHUP);
+    }
+    p.wait_log("reload done", SOON);
+    thread::sleep(Duration::from_millis(200));
+    assert!(p.is_running());
+    assert_eq!(roundtrip(&mut open, b"still"), b"still");
+    let mut c = connect(listen);
+    assert_eq!(roundtrip(&mut c, b"new"), b"new");
+    let j = stats(&p);
+    assert!(j["reloads"].as_u64().unwrap() >= 1);
+    assert_eq!(j["reloads_failed"], 0);
+}
+
+#[test]
+fn stats_listener_can_move() {
+    let a = Backend::echo();
+    let listen = free_addr();
+    let text = cfg(listen, "round_robin", &[(a.addr, "")], "");
+    let p = Running::start(&text);
+    let old_stats = p.stats_addr();
+    let new_stats = free_addr();
+    reload_and_wait(
+        &p,
+        &text.replace(
+            "[stats]\nlisten = \"127.0.0.1:0\"",
+            &format!("[stats]\nlisten = \"{new_stats}\""),
+        ),
+        "reload done",
+    );
+    let mut s = TcpStream::connect(new_stats).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"));
+    assert!(TcpStream::connect(old_stats).is_err());
+}
