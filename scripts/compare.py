@@ -43,6 +43,9 @@ PROXIES = {
     "nginx": (18121, 18122, 18123),
     "pen": (18131, 18132, 18133),
     "easyproxy": (18141, 18142, 18143),
+    # Another easyproxy binary (EASYPROXY_BEFORE=path), for before/after
+    # figures of an optimisation in the same run.
+    "easyproxy-before": (18151, 18152, 18153),
 }
 
 procs = []
@@ -160,7 +163,7 @@ def start_proxy(name, tmp):
                 )
             )
         return ps, [bulk, http, redis]
-    if name == "easyproxy":
+    if name in ("easyproxy", "easyproxy-before"):
         conf = os.path.join(tmp, "easyproxy.toml")
         with open(conf, "w") as f:
             # The access log is off (warn) like the peers' logging here.
@@ -169,6 +172,8 @@ def start_proxy(name, tmp):
                 f.write(f"[[service]]\nname = \"s{i}\"\nlisten = \"127.0.0.1:{front}\"\n")
                 f.write(f"[[service.backend]]\naddress = \"127.0.0.1:{back}\"\n\n")
         binary = os.path.join(ROOT, "target", "release", "easyproxy")
+        if name == "easyproxy-before":
+            binary = os.environ["EASYPROXY_BEFORE"]
         return spawn([binary, "-c", conf], PROXY_CPU, stderr=subprocess.DEVNULL), [bulk, http, redis]
     raise ValueError(name)
 
@@ -325,7 +330,7 @@ def table(results):
 
 def ratios(results):
     ours = results.get("easyproxy", {})
-    peers = {k: v for k, v in results.items() if k not in ("easyproxy", "direct")}
+    peers = {k: v for k, v in results.items() if k not in ("easyproxy", "easyproxy-before", "direct")}
     lines = []
     for key, label, target in [
         ("cpu_s_per_gb", "CPU per GB", 0.8),
@@ -348,7 +353,7 @@ def ratios(results):
 
 
 def main():
-    only = sys.argv[1:] or list(PROXIES)
+    only = sys.argv[1:] or [p for p in PROXIES if p != "easyproxy-before" or "EASYPROXY_BEFORE" in os.environ]
     tmp = tempfile.mkdtemp(prefix="easyproxy-compare-")
     try:
         subprocess.run(["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"], check=False)

@@ -436,6 +436,8 @@ impl Proxy {
     }
 
     fn open_pair(&mut self, svc_key: usize, stream: TcpStream, addr: SocketAddr, now: Instant) {
+        // On Linux TCP_NODELAY is inherited from the listener.
+        #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let svc = &mut self.services[svc_key];
         let id = self.next_id;
@@ -571,13 +573,19 @@ impl Proxy {
             return;
         }
         // Connecting: done when writable with no error and a peer address.
-        let result = match server.stream.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match server.stream.peer_addr() {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-                Err(e) => Err(e),
-            },
+        // Linux reports EPOLLOUT on a connecting socket only once the
+        // handshake is complete, so there the event alone says it.
+        let result = if cfg!(target_os = "linux") && event.is_writable() && !event.is_error() {
+            Ok(true)
+        } else {
+            match server.stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match server.stream.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                },
+            }
         };
         match result {
             Ok(true) => {

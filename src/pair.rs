@@ -31,6 +31,9 @@ pub struct Side {
     pub read_eof: bool,
     /// We shut down our write half towards this peer.
     pub write_shut: bool,
+    /// The poll reported a hang-up or error: read until EOF, not just until
+    /// a short read.
+    pub hup: bool,
 }
 
 impl Side {
@@ -41,6 +44,7 @@ impl Side {
             writable: false,
             read_eof: false,
             write_shut: false,
+            hup: false,
         }
     }
 
@@ -48,6 +52,9 @@ impl Side {
     pub fn on_event(&mut self, ev: &mio::event::Event) {
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.readable = true;
+        }
+        if ev.is_read_closed() || ev.is_error() {
+            self.hup = true;
         }
         if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
             self.writable = true;
@@ -234,10 +241,11 @@ impl Pair {
         // Client -> backend. Until connected (or while the header is still
         // going out) client bytes are only buffered, up to one buffer.
         let dst = self.server.as_mut().filter(|_| connected && header_done);
-        let (read, wrote, again) = pump_direction(&mut self.client, dst, &mut self.up, pool).map_err(|f| match f {
-            Failed::Src => End::ClientReset,
-            Failed::Dst => End::BackendReset,
-        })?;
+        let (read, wrote, again) = pump_direction(&mut self.client, dst, &mut self.up, self.down.is_none(), pool)
+            .map_err(|f| match f {
+                Failed::Src => End::ClientReset,
+                Failed::Dst => End::BackendReset,
+            })?;
         p.from_client = read;
         p.to_backend = wrote;
         p.again |= again;
@@ -246,11 +254,13 @@ impl Pair {
         // Backend -> client.
         if connected {
             if let Some(server) = self.server.as_mut() {
-                let (read, wrote, again) = pump_direction(server, Some(&mut self.client), &mut self.down, pool)
-                    .map_err(|f| match f {
-                        Failed::Src => End::BackendReset,
-                        Failed::Dst => End::ClientReset,
-                    })?;
+                let (read, wrote, again) =
+                    pump_direction(server, Some(&mut self.client), &mut self.down, self.up.is_none(), pool).map_err(
+                        |f| match f {
+                            Failed::Src => End::BackendReset,
+                            Failed::Dst => End::ClientReset,
+                        },
+                    )?;
                 p.from_backend = read;
                 p.to_client = wrote;
                 p.again |= again;
@@ -288,10 +298,15 @@ impl Pair {
 /// room, readiness and budget, and repeat. Takes a buffer from the pool only
 /// to read into, returns it once drained, and passes EOF on as a write
 /// shutdown once everything before it was delivered.
+///
+/// `reverse_empty` says the opposite direction holds no buffered bytes: when
+/// that direction has also ended, the pair is about to close, and the close
+/// itself sends the FIN, so the shutdown syscall is skipped.
 fn pump_direction(
     src: &mut Side,
     mut dst: Option<&mut Side>,
     slot: &mut Option<Buffer>,
+    reverse_empty: bool,
     pool: &mut BufferPool,
 ) -> Result<(u64, u64, bool), Failed> {
     let mut read = 0usize;
@@ -315,7 +330,7 @@ fn pump_direction(
         if buf.is_full() {
             break;
         }
-        let (n, r) = pump::fill(buf, &mut src.stream, DRIVE_BUDGET - read);
+        let (n, r) = pump::fill(buf, &mut src.stream, DRIVE_BUDGET - read, !src.hup);
         // Each turn reads something or ends: WouldBlock, EOF and errors
         // leave the loop at the checks above.
         read += n;
@@ -340,9 +355,12 @@ fn pump_direction(
         if let Some(d) = dst {
             if !d.write_shut {
                 d.write_shut = true;
-                // NotConnected just means the peer is already fully gone;
-                // the next read or write on it reports that properly.
-                let _ = d.stream.shutdown(Shutdown::Write);
+                let closing_anyway = d.read_eof && reverse_empty && src.write_shut;
+                if !closing_anyway {
+                    // NotConnected just means the peer is already fully gone;
+                    // the next read or write on it reports that properly.
+                    let _ = d.stream.shutdown(Shutdown::Write);
+                }
             }
         }
     }

@@ -34,7 +34,18 @@ pub enum Flush {
 /// Reads from `src` into `buf` until it would block, the buffer is full, EOF,
 /// or `budget` bytes were read. Returns the bytes read and why it stopped; an
 /// error carries the bytes read before it.
-pub fn fill<R: Read + ?Sized>(buf: &mut Buffer, src: &mut R, budget: usize) -> (usize, io::Result<Fill>) {
+///
+/// With `short_read_drains`, a read that returns less than asked is taken
+/// as "the socket is empty" without the extra read that would say
+/// WouldBlock. That is sound for a stream socket under edge-triggered epoll
+/// (new data raises a new edge) as long as the peer's FIN was not already
+/// reported, which is why the caller passes false once it has seen a hang-up.
+pub fn fill<R: Read + ?Sized>(
+    buf: &mut Buffer,
+    src: &mut R,
+    budget: usize,
+    short_read_drains: bool,
+) -> (usize, io::Result<Fill>) {
     let mut total = 0;
     loop {
         if buf.is_full() {
@@ -43,11 +54,16 @@ pub fn fill<R: Read + ?Sized>(buf: &mut Buffer, src: &mut R, budget: usize) -> (
         if total >= budget {
             return (total, Ok(Fill::Budget));
         }
-        match src.read(buf.space()) {
+        let space = buf.space();
+        let asked = space.len();
+        match src.read(space) {
             Ok(0) => return (total, Ok(Fill::Eof)),
             Ok(n) => {
                 buf.commit(n);
                 total += n;
+                if short_read_drains && n < asked {
+                    return (total, Ok(Fill::WouldBlock));
+                }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return (total, Ok(Fill::WouldBlock)),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -137,15 +153,26 @@ mod tests {
             vec![Step::Data(b"ab"), Step::Intr, Step::Data(b"cd"), Step::Block],
             vec![],
         );
-        assert_eq!(fill(&mut b, &mut s, 1 << 20).1.unwrap(), Fill::WouldBlock);
+        assert_eq!(fill(&mut b, &mut s, 1 << 20, false).1.unwrap(), Fill::WouldBlock);
         assert_eq!(b.data(), b"abcd");
+    }
+
+    #[test]
+    fn short_read_counts_as_drained_only_when_asked() {
+        let mut b = Buffer::new(16);
+        let mut s = Script(vec![Step::Data(b"ab"), Step::Data(b"cd")], vec![]);
+        assert_eq!(fill(&mut b, &mut s, 1 << 20, true).1.unwrap(), Fill::WouldBlock);
+        assert_eq!(s.0.len(), 1, "no second read after a short one");
+        let mut s = Script(vec![Step::Data(b"ab"), Step::Block], vec![]);
+        assert_eq!(fill(&mut b, &mut s, 1 << 20, false).1.unwrap(), Fill::WouldBlock);
+        assert!(s.0.is_empty());
     }
 
     #[test]
     fn fill_stops_when_full_and_keeps_the_rest() {
         let mut b = Buffer::new(4);
         let mut s = Script(vec![Step::Data(b"abcdef"), Step::Data(b"gh")], vec![]);
-        let (n, r) = fill(&mut b, &mut s, 1 << 20);
+        let (n, r) = fill(&mut b, &mut s, 1 << 20, false);
         assert_eq!((n, r.unwrap()), (4, Fill::Full));
         assert_eq!(s.0.len(), 1, "no read is attempted into a full buffer");
     }
@@ -154,14 +181,14 @@ mod tests {
     fn fill_eof_and_error_and_budget() {
         let mut b = Buffer::new(16);
         let mut s = Script(vec![Step::Data(b"ab")], vec![]);
-        assert_eq!(fill(&mut b, &mut s, 1 << 20).map_ok(), (2, Fill::Eof));
+        assert_eq!(fill(&mut b, &mut s, 1 << 20, false).map_ok(), (2, Fill::Eof));
         let mut s = Script(vec![Step::Data(b"x"), Step::Fail], vec![]);
-        let (n, r) = fill(&mut b, &mut s, 1 << 20);
+        let (n, r) = fill(&mut b, &mut s, 1 << 20, false);
         assert_eq!(n, 1);
         assert!(r.is_err());
         let mut b = Buffer::new(16);
         let mut s = Script(vec![Step::Data(b"abc"), Step::Data(b"def")], vec![]);
-        assert_eq!(fill(&mut b, &mut s, 2).1.unwrap(), Fill::Budget);
+        assert_eq!(fill(&mut b, &mut s, 2, false).1.unwrap(), Fill::Budget);
     }
 
     #[test]
