@@ -76,6 +76,13 @@ impl Buffer {
     }
 }
 
+/// The pools a pair takes in-flight storage from: user-space buffers, and
+/// on Linux pipes for splicing bulk directions (`None` when splice is off).
+pub struct Pools {
+    pub buffers: BufferPool,
+    pub pipes: Option<crate::pipe::PipePool>,
+}
+
 /// Keeps released buffers for reuse so that steady traffic allocates nothing.
 /// Holds at most `max_free` idle buffers; the rest go back to the allocator.
 pub struct BufferPool {

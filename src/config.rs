@@ -22,6 +22,7 @@ struct RawGlobal {
     log_level: Option<String>,
     log_file: Option<PathBuf>,
     pid_file: Option<PathBuf>,
+    splice: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +141,8 @@ pub struct Global {
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
+    /// Move bulk transfers with splice(2) instead of copying (Linux).
+    pub splice: bool,
 }
 
 /// The optional stats listener.
@@ -346,6 +349,7 @@ impl Validator {
             log_level,
             log_file: g.log_file,
             pid_file: g.pid_file,
+            splice: g.splice.unwrap_or(true),
         };
         let stats = raw.stats.and_then(|s| {
             let timeout = self.ms("stats.timeout_ms", s.timeout_ms, 10_000, false);
@@ -629,11 +633,12 @@ impl fmt::Display for Config {
         let g = &self.global;
         writeln!(
             f,
-            "global: max_connections={} buffer_size={} shutdown_timeout_ms={} log_level={}",
+            "global: max_connections={} buffer_size={} shutdown_timeout_ms={} log_level={} splice={}",
             g.max_connections,
             g.buffer_size,
             g.shutdown_timeout.as_millis(),
-            g.log_level.to_string().to_lowercase()
+            g.log_level.to_string().to_lowercase(),
+            g.splice
         )?;
         match &self.stats {
             Some(s) => writeln!(f, "stats: listen {}", s.listen)?,

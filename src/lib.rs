@@ -13,6 +13,7 @@ pub mod event_loop;
 pub mod health;
 pub mod listener;
 pub mod pair;
+pub mod pipe;
 pub mod probe;
 pub mod proxy_protocol;
 pub mod pump;

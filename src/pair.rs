@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::buffer::{Buffer, BufferPool};
+use std::os::fd::AsRawFd;
+
+use crate::buffer::{Buffer, Pools};
 use crate::health::CheckResult;
+use crate::pipe::Pipe;
 use crate::pump::{self, Fill, Flush};
 
 /// Bytes read from one side per [`Pair::drive`] call before the pair yields
@@ -144,6 +147,32 @@ pub struct Preamble {
     pub written: usize,
 }
 
+/// The bytes in flight in one direction: in a user-space buffer, or, once
+/// the direction turned out to be bulk, in a kernel pipe (splice).
+#[derive(Default)]
+pub struct Flow {
+    pub buf: Option<Buffer>,
+    pub pipe: Option<Pipe>,
+    /// A read filled a whole buffer: move to splice when the buffer drains.
+    pub bulk: bool,
+}
+
+impl Flow {
+    /// Nothing is waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_none() && self.pipe.as_ref().is_none_or(|p| p.len == 0)
+    }
+
+    fn release(&mut self, pools: &mut Pools) {
+        if let Some(b) = self.buf.take() {
+            pools.buffers.put(b);
+        }
+        if let (Some(p), Some(pipes)) = (self.pipe.take(), pools.pipes.as_mut()) {
+            pipes.put(p);
+        }
+    }
+}
+
 /// One client connection and the backend connection serving it.
 pub struct Pair {
     /// Unique for the process's life; tells a reused slab slot from the old.
@@ -163,9 +192,9 @@ pub struct Pair {
     pub last_connect_error: CheckResult,
     pub connect_started: Option<Instant>,
     /// Client -> backend bytes in flight.
-    pub up: Option<Buffer>,
+    pub up: Flow,
     /// Backend -> client bytes in flight.
-    pub down: Option<Buffer>,
+    pub down: Flow,
     pub preamble: Option<Preamble>,
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
@@ -196,8 +225,8 @@ impl Pair {
             connect_deadline: None,
             last_connect_error: CheckResult::None,
             connect_started: None,
-            up: None,
-            down: None,
+            up: Flow::default(),
+            down: Flow::default(),
             preamble: None,
             bytes_from_client: 0,
             bytes_to_client: 0,
@@ -217,7 +246,7 @@ impl Pair {
 
     /// Moves every byte it can in both directions, as far as the remembered
     /// readiness, the buffers and the budget allow.
-    pub fn drive(&mut self, pool: &mut BufferPool) -> Result<Progress, End> {
+    pub fn drive(&mut self, pools: &mut Pools) -> Result<Progress, End> {
         let mut p = Progress::default();
         let connected = self.phase == Phase::Relaying;
 
@@ -241,7 +270,7 @@ impl Pair {
         // Client -> backend. Until connected (or while the header is still
         // going out) client bytes are only buffered, up to one buffer.
         let dst = self.server.as_mut().filter(|_| connected && header_done);
-        let (read, wrote, again) = pump_direction(&mut self.client, dst, &mut self.up, self.down.is_none(), pool)
+        let (read, wrote, again) = pump_direction(&mut self.client, dst, &mut self.up, self.down.is_empty(), pools)
             .map_err(|f| match f {
                 Failed::Src => End::ClientReset,
                 Failed::Dst => End::BackendReset,
@@ -254,13 +283,17 @@ impl Pair {
         // Backend -> client.
         if connected {
             if let Some(server) = self.server.as_mut() {
-                let (read, wrote, again) =
-                    pump_direction(server, Some(&mut self.client), &mut self.down, self.up.is_none(), pool).map_err(
-                        |f| match f {
-                            Failed::Src => End::BackendReset,
-                            Failed::Dst => End::ClientReset,
-                        },
-                    )?;
+                let (read, wrote, again) = pump_direction(
+                    server,
+                    Some(&mut self.client),
+                    &mut self.down,
+                    self.up.is_empty(),
+                    pools,
+                )
+                .map_err(|f| match f {
+                    Failed::Src => End::BackendReset,
+                    Failed::Dst => End::ClientReset,
+                })?;
                 p.from_backend = read;
                 p.to_client = wrote;
                 p.again |= again;
@@ -276,28 +309,24 @@ impl Pair {
     fn is_finished(&self) -> bool {
         let Some(server) = &self.server else { return false };
         self.client.read_eof
-            && self.up.is_none()
+            && self.up.is_empty()
             && server.write_shut
             && server.read_eof
-            && self.down.is_none()
+            && self.down.is_empty()
             && self.client.write_shut
     }
 
-    /// Gives the pair's buffers back to the pool.
-    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
-        if let Some(b) = self.up.take() {
-            pool.put(b);
-        }
-        if let Some(b) = self.down.take() {
-            pool.put(b);
-        }
+    /// Gives the pair's buffers and pipes back to their pools.
+    pub fn release_buffers(&mut self, pools: &mut Pools) {
+        self.up.release(pools);
+        self.down.release(pools);
     }
 }
 
 /// Relays one direction: flush what is buffered, read more while there is
-/// room, readiness and budget, and repeat. Takes a buffer from the pool only
-/// to read into, returns it once drained, and passes EOF on as a write
-/// shutdown once everything before it was delivered.
+/// room, readiness and budget, and repeat. Takes a buffer (or, for a bulk
+/// direction, a pipe) from its pool only while bytes are in flight, and
+/// passes EOF on as a write shutdown once everything before it was delivered.
 ///
 /// `reverse_empty` says the opposite direction holds no buffered bytes: when
 /// that direction has also ended, the pair is about to close, and the close
@@ -305,12 +334,50 @@ impl Pair {
 fn pump_direction(
     src: &mut Side,
     mut dst: Option<&mut Side>,
-    slot: &mut Option<Buffer>,
+    flow: &mut Flow,
     reverse_empty: bool,
-    pool: &mut BufferPool,
+    pools: &mut Pools,
 ) -> Result<(u64, u64, bool), Failed> {
+    let splice = flow.bulk && flow.buf.is_none() && dst.is_some() && pools.pipes.as_ref().is_some_and(|p| !p.starved);
+    if splice && flow.pipe.is_none() {
+        flow.pipe = pools.pipes.as_mut().and_then(|p| p.get());
+    }
+    let (read, wrote) = match (flow.pipe.as_mut(), dst.as_deref_mut()) {
+        (Some(pipe), Some(d)) => splice_direction(src, d, pipe)?,
+        _ => copy_direction(src, dst.as_deref_mut(), flow, pools)?,
+    };
+    if flow.pipe.as_ref().is_some_and(|p| p.len == 0) {
+        if let (Some(p), Some(pipes)) = (flow.pipe.take(), pools.pipes.as_mut()) {
+            pipes.put(p);
+        }
+    }
+    if src.read_eof && flow.is_empty() {
+        if let Some(d) = dst {
+            if !d.write_shut {
+                d.write_shut = true;
+                let closing_anyway = d.read_eof && reverse_empty && src.write_shut;
+                if !closing_anyway {
+                    // NotConnected just means the peer is already fully gone;
+                    // the next read or write on it reports that properly.
+                    let _ = d.stream.shutdown(Shutdown::Write);
+                }
+            }
+        }
+    }
+    let again = src.readable && !src.read_eof && read >= DRIVE_BUDGET;
+    Ok((read as u64, wrote as u64, again))
+}
+
+/// The user-space path: socket -> buffer -> socket.
+fn copy_direction(
+    src: &mut Side,
+    mut dst: Option<&mut Side>,
+    flow: &mut Flow,
+    pools: &mut Pools,
+) -> Result<(usize, usize), Failed> {
     let mut read = 0usize;
     let mut wrote = 0usize;
+    let slot = &mut flow.buf;
     loop {
         if let (Some(buf), Some(d)) = (slot.as_mut(), dst.as_deref_mut()) {
             if !buf.is_empty() && d.writable {
@@ -326,7 +393,7 @@ fn pump_direction(
         if !src.readable || src.read_eof || read >= DRIVE_BUDGET {
             break;
         }
-        let buf = slot.get_or_insert_with(|| pool.get());
+        let buf = slot.get_or_insert_with(|| pools.buffers.get());
         if buf.is_full() {
             break;
         }
@@ -337,10 +404,11 @@ fn pump_direction(
         match r {
             Ok(Fill::WouldBlock) => src.readable = false,
             Ok(Fill::Eof) => src.read_eof = true,
-            Ok(Fill::Full) | Ok(Fill::Budget) => {}
+            Ok(Fill::Full) => flow.bulk = true,
+            Ok(Fill::Budget) => {}
             Err(_) => {
                 if let Some(b) = slot.take() {
-                    pool.put(b);
+                    pools.buffers.put(b);
                 }
                 return Err(Failed::Src);
             }
@@ -348,22 +416,49 @@ fn pump_direction(
     }
     if slot.as_ref().is_some_and(|b| b.is_empty()) {
         if let Some(b) = slot.take() {
-            pool.put(b);
+            pools.buffers.put(b);
         }
     }
-    if src.read_eof && slot.is_none() {
-        if let Some(d) = dst {
-            if !d.write_shut {
-                d.write_shut = true;
-                let closing_anyway = d.read_eof && reverse_empty && src.write_shut;
-                if !closing_anyway {
-                    // NotConnected just means the peer is already fully gone;
-                    // the next read or write on it reports that properly.
-                    let _ = d.stream.shutdown(Shutdown::Write);
+    Ok((read, wrote))
+}
+
+/// The bulk path (Linux): socket -> pipe -> socket with splice, no copy.
+fn splice_direction(src: &mut Side, dst: &mut Side, pipe: &mut Pipe) -> Result<(usize, usize), Failed> {
+    use std::io::ErrorKind::WouldBlock;
+    let mut read = 0usize;
+    let mut wrote = 0usize;
+    loop {
+        let mut progress = false;
+        if pipe.len > 0 && dst.writable {
+            match pipe.drain_to(dst.stream.as_raw_fd()) {
+                Ok(n) => {
+                    wrote += n;
+                    progress |= n > 0;
                 }
+                Err(e) if e.kind() == WouldBlock => dst.writable = false,
+                Err(_) => return Err(Failed::Dst),
             }
         }
+        if src.readable && !src.read_eof && read < DRIVE_BUDGET && pipe.len < pipe.cap {
+            match pipe.fill_from(src.stream.as_raw_fd(), pipe.cap - pipe.len) {
+                Ok(0) => src.read_eof = true,
+                Ok(n) => {
+                    read += n;
+                    progress = true;
+                }
+                // With bytes in the pipe, EAGAIN may mean the pipe is full
+                // (it counts page slots, not bytes): keep the readiness and
+                // read again once the pipe has drained.
+                Err(e) if e.kind() == WouldBlock => {
+                    if pipe.len == 0 {
+                        src.readable = false;
+                    }
+                }
+                Err(_) => return Err(Failed::Src),
+            }
+        }
+        if !progress {
+            return Ok((read, wrote));
+        }
     }
-    let again = src.readable && !src.read_eof && read >= DRIVE_BUDGET;
-    Ok((read as u64, wrote as u64, again))
 }

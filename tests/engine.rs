@@ -78,8 +78,18 @@ fn backend_half_close_still_receives_from_the_client() {
 
 #[test]
 fn sixty_four_mib_both_ways_with_checksum() {
+    sixty_four_mib(true);
+}
+
+#[test]
+fn sixty_four_mib_both_ways_with_checksum_without_splice() {
+    sixty_four_mib(false);
+}
+
+fn sixty_four_mib(splice: bool) {
     let b = Backend::echo();
-    let p = Running::start(&service_config("", &[b.addr]));
+    let cfg = service_config("", &[b.addr]).replace("[global]\n", &format!("[global]\nsplice = {splice}\n"));
+    let p = Running::start(&cfg);
     let c = connect(p.addr("svc"));
     let mut w = c.try_clone().unwrap();
     const TOTAL: usize = 64 << 20;
