@@ -35,8 +35,10 @@ use crate::token::Target;
 const ACCEPT_BATCH: usize = 256;
 /// How long accepting pauses after running out of file descriptors.
 const FD_BACKOFF: Duration = Duration::from_millis(100);
-/// Idle buffers (and pipes) kept for reuse.
+/// Idle buffers kept for reuse.
 const POOL_KEEP: usize = 256;
+/// Idle pipes kept for reuse (two descriptors each).
+const PIPES_KEEP: usize = 64;
 
 /// Pipes for splicing hold at least 64 KiB: with the kernel's 4 KiB page
 /// slots a smaller pipe costs about half again as much CPU per GB (measured
@@ -362,7 +364,7 @@ impl Proxy {
         self.pools.buffers.set_size(config.global.buffer_size);
         match (&mut self.pools.pipes, config.global.splice) {
             (Some(p), true) => p.set_size(pipe_size(config.global.buffer_size)),
-            (p @ None, true) => *p = Some(PipePool::new(pipe_size(config.global.buffer_size), POOL_KEEP)),
+            (p @ None, true) => *p = Some(PipePool::new(pipe_size(config.global.buffer_size), PIPES_KEEP)),
             (p, false) => *p = None,
         }
         log::set_max_level(config.global.log_level);
@@ -448,6 +450,10 @@ impl Proxy {
     }
 
     fn pause_accepting(&mut self, now: Instant) {
+        // Out of descriptors: give back the ones idle pipes hold.
+        if let Some(p) = self.pools.pipes.as_mut() {
+            p.shrink();
+        }
         if self.accept_paused_until.is_none() {
             let until = now + FD_BACKOFF;
             self.accept_paused_until = Some(until);

@@ -122,6 +122,11 @@ impl PipePool {
         }
     }
 
+    /// Closes every idle pipe (their descriptors are wanted elsewhere).
+    pub fn shrink(&mut self) {
+        self.free.clear();
+    }
+
     /// Takes a pipe back; one that still holds bytes is closed instead.
     pub fn put(&mut self, pipe: Pipe) {
         self.starved = false;
