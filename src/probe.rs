@@ -107,8 +107,10 @@ impl Prober {
 
     fn random(&mut self) -> u64 {
         if self.rng == 0 {
-            self.rng =
-                Instant::now().elapsed().as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            self.rng = (t ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id())) | 1;
         }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
