@@ -735,6 +735,107 @@ address = "127.0.0.1:1"
         assert!(unescape(r"\x4").is_err());
     }
 
+    /// Line-level mutations of a full configuration: every result must be a
+    /// clean Ok or Err, never a panic. (Only literal IPs, so no DNS.)
+    #[test]
+    fn mutated_files_never_panic() {
+        let base = r#"
+[global]
+max_connections = 100
+buffer_size = 4096
+shutdown_timeout_ms = 100
+log_level = "warn"
+splice = false
+[stats]
+listen = "127.0.0.1:0"
+timeout_ms = 100
+[[service]]
+name = "a"
+listen = "127.0.0.1:0"
+strategy = "ip_hash"
+connect_timeout_ms = 10
+idle_timeout_ms = 0
+retries = 3
+max_connections = 2
+send_proxy = "v2"
+[service.health_check]
+interval_ms = 5
+timeout_ms = 5
+rise = 1
+fall = 1
+send = 'PING\r\n'
+expect = '\x00+PONG'
+[[service.backend]]
+address = "127.0.0.1:1"
+weight = 256
+backup = true
+max_connections = 1
+[[service.backend]]
+address = "[::1]:2"
+"#;
+        let junk = [
+            "-1",
+            "0",
+            "18446744073709551616",
+            "99999999999999999999",
+            "\"\"",
+            "\"x\"",
+            "[",
+            "]",
+            "{}",
+            "[[service]]",
+            "true",
+            "1.5",
+            r"'\x'",
+            r"'\xZZ'",
+            "= =",
+            r#""\u0000""#,
+            "nan",
+            "inf",
+            "\"127.0.0.1:99999\"",
+            "\"[::1]\"",
+            "\"::1:80\"",
+            "\"127.0.0.1:-1\"",
+        ];
+        let lines: Vec<&str> = base.lines().collect();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as usize
+        };
+        let mut ok = 0;
+        for _ in 0..3000 {
+            let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+            for _ in 0..1 + next() % 4 {
+                let i = next() % l.len();
+                match next() % 5 {
+                    0 => {
+                        l.remove(i);
+                    }
+                    1 => {
+                        let dup = l[i].clone();
+                        l.insert(i, dup);
+                    }
+                    2 => {
+                        let j = next() % l.len();
+                        l.swap(i, j);
+                    }
+                    _ => {
+                        if let Some((k, _)) = l[i].split_once('=') {
+                            l[i] = format!("{k}= {}", junk[next() % junk.len()]);
+                        }
+                    }
+                }
+            }
+            if Config::parse(&l.join("\n")).is_ok() {
+                ok += 1;
+            }
+        }
+        assert!(ok > 0 && ok < 3000, "mutations should produce both outcomes ({ok} ok)");
+    }
+
     #[test]
     fn line_col_counts() {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
