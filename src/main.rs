@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         eprintln!("easyproxy: {e}");
         return ExitCode::from(1);
     }
+    raise_fd_limit(config.global.max_connections);
     let pid_file = config.global.pid_file.clone();
     let mut proxy = match Proxy::new(config, Some(args.config.clone())) {
         Ok(p) => p,
@@ -69,6 +70,38 @@ fn main() -> ExitCode {
             eprintln!("easyproxy: event loop failed: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE towards what `max_connections` needs (two
+/// descriptors per connection, plus pipes and probes), as far as the hard
+/// limit allows, like HAProxy does; warns when the hard limit is too low.
+fn raise_fd_limit(max_connections: usize) {
+    let need = (max_connections as u64).saturating_mul(2);
+    let want = need.saturating_add(256);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur >= want as libc::rlim_t {
+        return;
+    }
+    let old = lim.rlim_cur;
+    lim.rlim_cur = (want as libc::rlim_t).min(lim.rlim_max);
+    // SAFETY: as above.
+    if lim.rlim_cur > old && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        log::info!("file descriptor limit raised from {old} to {}", lim.rlim_cur);
+    }
+    if (lim.rlim_cur as u64) < need {
+        log::warn!(
+            "file descriptor limit {} is below the {need} that max_connections = {max_connections} needs; \
+             past it new clients wait (raise the hard limit, e.g. LimitNOFILE in systemd)",
+            lim.rlim_cur
+        );
     }
 }
 
