@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 /// descriptors per connection, plus pipes and probes), as far as the hard
 /// limit allows, like HAProxy does; warns when the hard limit is too low.
 fn raise_fd_limit(max_connections: usize) {
-    let need = (max_connections as u64).saturating_mul(2);
+    let need = (max_connections as libc::rlim_t).saturating_mul(2);
     let want = need.saturating_add(256);
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -87,16 +87,16 @@ fn raise_fd_limit(max_connections: usize) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return;
     }
-    if lim.rlim_cur >= want as libc::rlim_t {
+    if lim.rlim_cur >= want {
         return;
     }
     let old = lim.rlim_cur;
-    lim.rlim_cur = (want as libc::rlim_t).min(lim.rlim_max);
+    lim.rlim_cur = want.min(lim.rlim_max);
     // SAFETY: as above.
     if lim.rlim_cur > old && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
         log::info!("file descriptor limit raised from {old} to {}", lim.rlim_cur);
     }
-    if (lim.rlim_cur as u64) < need {
+    if lim.rlim_cur < need {
         log::warn!(
             "file descriptor limit {} is below the {need} that max_connections = {max_connections} needs; \
              past it new clients wait (raise the hard limit, e.g. LimitNOFILE in systemd)",
