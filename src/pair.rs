@@ -34,9 +34,10 @@ pub struct Side {
     pub read_eof: bool,
     /// We shut down our write half towards this peer.
     pub write_shut: bool,
-    /// The poll reported a hang-up or error: read until EOF, not just until
-    /// a short read.
-    pub hup: bool,
+    /// The poll reported the peer's FIN (read side closed, no error).
+    pub rdhup: bool,
+    /// The poll reported an error: read until the read itself says so.
+    pub err: bool,
 }
 
 impl Side {
@@ -47,17 +48,31 @@ impl Side {
             writable: false,
             read_eof: false,
             write_shut: false,
-            hup: false,
+            rdhup: false,
+            err: false,
         }
     }
 
     /// Records what an event says this socket is ready for.
+    /// What a short read on this socket means (see [`pump::ShortRead`]).
+    fn short_read(&self) -> pump::ShortRead {
+        if self.err {
+            pump::ShortRead::Unknown
+        } else if self.rdhup {
+            pump::ShortRead::Eof
+        } else {
+            pump::ShortRead::Empty
+        }
+    }
+
     pub fn on_event(&mut self, ev: &mio::event::Event) {
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.readable = true;
         }
-        if ev.is_read_closed() || ev.is_error() {
-            self.hup = true;
+        if ev.is_error() {
+            self.err = true;
+        } else if ev.is_read_closed() {
+            self.rdhup = true;
         }
         if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
             self.writable = true;
@@ -397,7 +412,8 @@ fn copy_direction(
         if buf.is_full() {
             break;
         }
-        let (n, r) = pump::fill(buf, &mut src.stream, DRIVE_BUDGET - read, !src.hup);
+        let short = src.short_read();
+        let (n, r) = pump::fill(buf, &mut src.stream, DRIVE_BUDGET - read, short);
         // Each turn reads something or ends: WouldBlock, EOF and errors
         // leave the loop at the checks above.
         read += n;

@@ -31,20 +31,30 @@ pub enum Flush {
     WouldBlock,
 }
 
+/// What a read that returns less than it asked for tells about the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShortRead {
+    /// Nothing: read again until WouldBlock or EOF (always correct).
+    Unknown,
+    /// The socket is empty for now. Sound for a TCP socket under
+    /// edge-triggered epoll (the kernel returns less only when its queue is
+    /// empty, and new data raises a new edge) while no FIN was reported.
+    Empty,
+    /// The socket is empty and the peer's FIN has arrived: end of stream.
+    /// Sound once the poll reported the read side closed without an error,
+    /// since TCP queues a FIN only after all data before it.
+    Eof,
+}
+
 /// Reads from `src` into `buf` until it would block, the buffer is full, EOF,
 /// or `budget` bytes were read. Returns the bytes read and why it stopped; an
-/// error carries the bytes read before it.
-///
-/// With `short_read_drains`, a read that returns less than asked is taken
-/// as "the socket is empty" without the extra read that would say
-/// WouldBlock. That is sound for a stream socket under edge-triggered epoll
-/// (new data raises a new edge) as long as the peer's FIN was not already
-/// reported, which is why the caller passes false once it has seen a hang-up.
+/// error carries the bytes read before it. `short` says what a short read
+/// means, to save the extra read that would only say WouldBlock or EOF.
 pub fn fill<R: Read + ?Sized>(
     buf: &mut Buffer,
     src: &mut R,
     budget: usize,
-    short_read_drains: bool,
+    short: ShortRead,
 ) -> (usize, io::Result<Fill>) {
     let mut total = 0;
     loop {
@@ -61,8 +71,12 @@ pub fn fill<R: Read + ?Sized>(
             Ok(n) => {
                 buf.commit(n);
                 total += n;
-                if short_read_drains && n < asked {
-                    return (total, Ok(Fill::WouldBlock));
+                if n < asked {
+                    match short {
+                        ShortRead::Unknown => {}
+                        ShortRead::Empty => return (total, Ok(Fill::WouldBlock)),
+                        ShortRead::Eof => return (total, Ok(Fill::Eof)),
+                    }
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return (total, Ok(Fill::WouldBlock)),
@@ -153,7 +167,10 @@ mod tests {
             vec![Step::Data(b"ab"), Step::Intr, Step::Data(b"cd"), Step::Block],
             vec![],
         );
-        assert_eq!(fill(&mut b, &mut s, 1 << 20, false).1.unwrap(), Fill::WouldBlock);
+        assert_eq!(
+            fill(&mut b, &mut s, 1 << 20, ShortRead::Unknown).1.unwrap(),
+            Fill::WouldBlock
+        );
         assert_eq!(b.data(), b"abcd");
     }
 
@@ -161,18 +178,27 @@ mod tests {
     fn short_read_counts_as_drained_only_when_asked() {
         let mut b = Buffer::new(16);
         let mut s = Script(vec![Step::Data(b"ab"), Step::Data(b"cd")], vec![]);
-        assert_eq!(fill(&mut b, &mut s, 1 << 20, true).1.unwrap(), Fill::WouldBlock);
+        assert_eq!(
+            fill(&mut b, &mut s, 1 << 20, ShortRead::Empty).1.unwrap(),
+            Fill::WouldBlock
+        );
         assert_eq!(s.0.len(), 1, "no second read after a short one");
         let mut s = Script(vec![Step::Data(b"ab"), Step::Block], vec![]);
-        assert_eq!(fill(&mut b, &mut s, 1 << 20, false).1.unwrap(), Fill::WouldBlock);
+        assert_eq!(
+            fill(&mut b, &mut s, 1 << 20, ShortRead::Unknown).1.unwrap(),
+            Fill::WouldBlock
+        );
         assert!(s.0.is_empty());
+        let mut s = Script(vec![Step::Data(b"ab"), Step::Data(b"never read")], vec![]);
+        assert_eq!(fill(&mut b, &mut s, 1 << 20, ShortRead::Eof).1.unwrap(), Fill::Eof);
+        assert_eq!(s.0.len(), 1);
     }
 
     #[test]
     fn fill_stops_when_full_and_keeps_the_rest() {
         let mut b = Buffer::new(4);
         let mut s = Script(vec![Step::Data(b"abcdef"), Step::Data(b"gh")], vec![]);
-        let (n, r) = fill(&mut b, &mut s, 1 << 20, false);
+        let (n, r) = fill(&mut b, &mut s, 1 << 20, ShortRead::Unknown);
         assert_eq!((n, r.unwrap()), (4, Fill::Full));
         assert_eq!(s.0.len(), 1, "no read is attempted into a full buffer");
     }
@@ -181,14 +207,17 @@ mod tests {
     fn fill_eof_and_error_and_budget() {
         let mut b = Buffer::new(16);
         let mut s = Script(vec![Step::Data(b"ab")], vec![]);
-        assert_eq!(fill(&mut b, &mut s, 1 << 20, false).map_ok(), (2, Fill::Eof));
+        assert_eq!(
+            fill(&mut b, &mut s, 1 << 20, ShortRead::Unknown).map_ok(),
+            (2, Fill::Eof)
+        );
         let mut s = Script(vec![Step::Data(b"x"), Step::Fail], vec![]);
-        let (n, r) = fill(&mut b, &mut s, 1 << 20, false);
+        let (n, r) = fill(&mut b, &mut s, 1 << 20, ShortRead::Unknown);
         assert_eq!(n, 1);
         assert!(r.is_err());
         let mut b = Buffer::new(16);
         let mut s = Script(vec![Step::Data(b"abc"), Step::Data(b"def")], vec![]);
-        assert_eq!(fill(&mut b, &mut s, 2, false).1.unwrap(), Fill::Budget);
+        assert_eq!(fill(&mut b, &mut s, 2, ShortRead::Unknown).1.unwrap(), Fill::Budget);
     }
 
     #[test]
