@@ -113,7 +113,7 @@ fn pump_through_socketpairs(c: &mut Criterion) {
             a.write_all(&chunk).unwrap();
             let mut moved = 0;
             while moved < chunk.len() {
-                let (n, _) = pump::fill(&mut buf, &mut b, usize::MAX, true);
+                let (n, _) = pump::fill(&mut buf, &mut b, usize::MAX, pump::ShortRead::Empty);
                 let (_, _) = pump::flush(&mut buf, &mut cc);
                 moved += n;
             }
