@@ -271,6 +271,7 @@ impl Pair {
             if server.writable {
                 let (n, r) = pump::write_all_nb(&pre.bytes[pre.written..], &mut server.stream);
                 pre.written += n;
+                p.to_backend += n as u64;
                 match r {
                     Ok(Flush::Drained) => header_done = true,
                     Ok(Flush::WouldBlock) => server.writable = false,
@@ -291,7 +292,7 @@ impl Pair {
                 Failed::Dst => End::BackendReset,
             })?;
         p.from_client = read;
-        p.to_backend = wrote;
+        p.to_backend += wrote;
         p.again |= again;
         self.bytes_from_client += read;
 
