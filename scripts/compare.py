@@ -174,7 +174,7 @@ def start_proxy(name, tmp):
         binary = os.path.join(ROOT, "target", "release", "easyproxy")
         if name == "easyproxy-before":
             binary = os.environ["EASYPROXY_BEFORE"]
-        return spawn([binary, "-c", conf], PROXY_CPU, stderr=subprocess.DEVNULL), [bulk, http, redis]
+        return spawn([binary, "-c", conf], PROXY_CPU, stderr=open(os.path.join(tmp, name + ".log"), "w")), [bulk, http, redis]
     raise ValueError(name)
 
 
@@ -357,7 +357,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="easyproxy-compare-")
     try:
         subprocess.run(["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"], check=False)
-        subprocess.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000"], check=False)
+        # Ephemeral ports stay above the fixed ports used here (18xxx).
+        subprocess.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=20000 65000"], check=False)
         start_backends(tmp)
         results = {}
         log("== direct (no proxy)")
@@ -367,6 +368,9 @@ def main():
             pids, ports = start_proxy(name, tmp)
             plist = [p.pid for p in pids] if isinstance(pids, list) else [pids.pid]
             for port in ports:
+                for pr in pids if isinstance(pids, list) else [pids]:
+                    if pr.poll() is not None:
+                        raise SystemExit(f"{name} exited with status {pr.returncode} (log in {tmp})")
                 wait_port(port)
             try:
                 results[name] = measure(name, plist, ports)
@@ -385,7 +389,10 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("KEEP_TMP"):
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
