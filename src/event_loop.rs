@@ -729,23 +729,25 @@ impl Proxy {
                 svc.clients.remove(&ip);
             }
         }
-        let backend = match pair.backend.and_then(|b| svc.balancer.backends.get_mut(b)) {
-            Some(b) => {
-                b.active = b.active.saturating_sub(1);
-                b.cfg.address.clone()
-            }
-            None => "-".to_string(),
-        };
-        info!(
-            "close client={} service={} backend={} duration_ms={} from_client={} to_client={} end={}",
-            pair.client_addr,
-            svc.cfg.name,
-            backend,
-            now.saturating_duration_since(pair.started).as_millis(),
-            pair.bytes_from_client,
-            pair.bytes_to_client,
-            end
-        );
+        if let Some(b) = pair.backend.and_then(|b| svc.balancer.backends.get_mut(b)) {
+            b.active = b.active.saturating_sub(1);
+        }
+        if log::log_enabled!(log::Level::Info) {
+            let backend = pair
+                .backend
+                .and_then(|b| svc.balancer.backends.get(b))
+                .map_or("-", |b| b.cfg.address.as_str());
+            info!(
+                "close client={} service={} backend={} duration_ms={} from_client={} to_client={} end={}",
+                pair.client_addr,
+                svc.cfg.name,
+                backend,
+                now.saturating_duration_since(pair.started).as_millis(),
+                pair.bytes_from_client,
+                pair.bytes_to_client,
+                end
+            );
+        }
         if let Some(b) = pair.backend {
             self.drop_removed_backend(svc_key, b);
         }
