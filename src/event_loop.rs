@@ -212,6 +212,7 @@ impl Proxy {
         if let Some(addr) = self.stats_addr() {
             info!("stats listening on http://{addr}/");
         }
+        log::logger().flush();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
@@ -264,6 +265,8 @@ impl Proxy {
             self.fire_timers(now);
             self.accept(now);
             self.accept_stats(now);
+            // Log lines of this turn go out in one write.
+            log::logger().flush();
             if self.stop_now {
                 self.close_all(End::Shutdown, now);
                 info!("stopped");

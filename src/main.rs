@@ -1,12 +1,13 @@
 //! Command line, logging set-up, then `Proxy::new(config)?.run()`.
 
 use std::fs::OpenOptions;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use easyproxy::{Config, Proxy};
-use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
+use simplelog::{ConfigBuilder, WriteLogger};
 
 /// A single-binary TCP load balancer: one event loop, health checks, stats,
 /// reload on SIGHUP, graceful stop on SIGTERM.
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     let mut proxy = match Proxy::new(config, Some(args.config.clone())) {
         Ok(p) => p,
         Err(e) => {
+            log::logger().flush();
             eprintln!("easyproxy: {e}");
             return ExitCode::from(1);
         }
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         std::process::id()
     );
     let result = proxy.run();
+    log::logger().flush();
     if let Some(path) = &pid_file {
         remove_pid_file(path);
     }
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
+            log::logger().flush();
             eprintln!("easyproxy: event loop failed: {e}");
             ExitCode::from(1)
         }
@@ -117,6 +121,10 @@ fn init_logging(config: &Config) -> Result<(), String> {
         .build();
     // The level is set on the log facade too so a reload can change it.
     let level = log::LevelFilter::Trace;
+    // Lines are buffered and written once per event-loop turn (the loop calls
+    // `log::logger().flush()`): simplelog writes a line in several pieces,
+    // which unbuffered would be several syscalls per access-log line.
+    const LOG_BUFFER: usize = 64 * 1024;
     match &config.global.log_file {
         Some(path) => {
             let file = OpenOptions::new()
@@ -124,10 +132,11 @@ fn init_logging(config: &Config) -> Result<(), String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            WriteLogger::init(level, cfg, file).map_err(|e| e.to_string())?;
+            WriteLogger::init(level, cfg, BufWriter::with_capacity(LOG_BUFFER, file)).map_err(|e| e.to_string())?;
         }
         None => {
-            TermLogger::init(level, cfg, TerminalMode::Stderr, ColorChoice::Never).map_err(|e| e.to_string())?;
+            let stderr = BufWriter::with_capacity(LOG_BUFFER, std::io::stderr());
+            WriteLogger::init(level, cfg, stderr).map_err(|e| e.to_string())?;
         }
     }
     log::set_max_level(config.global.log_level);
