@@ -122,6 +122,8 @@ pub struct Proxy {
     /// Pairs that stopped at their budget with data left: (key, id).
     again: Vec<(usize, u64)>,
     accept_paused_until: Option<Instant>,
+    /// When running out of descriptors was last logged (at most once a second).
+    fd_warned_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     stop_now: bool,
 }
@@ -170,6 +172,7 @@ impl Proxy {
             next_id: 1,
             again: Vec::new(),
             accept_paused_until: None,
+            fd_warned_at: None,
             shutdown_deadline: None,
             stop_now: false,
         };
@@ -432,11 +435,13 @@ impl Proxy {
                     Err(e) if listener::is_transient_accept_error(&e) => {}
                     Err(e) => {
                         if listener::is_resource_exhaustion(&e) {
-                            warn!(
-                                "accept on {}: {e}; pausing accepts for {} ms",
-                                svc.cfg.listen,
-                                FD_BACKOFF.as_millis()
-                            );
+                            let listen = svc.cfg.listen;
+                            if self.should_warn_fd(now) {
+                                warn!(
+                                    "accept on {listen}: {e}; pausing accepts for {} ms (logged at most once a second)",
+                                    FD_BACKOFF.as_millis()
+                                );
+                            }
                         } else {
                             error!(
                                 "accept on {}: {e}; retrying in {} ms",
@@ -450,6 +455,18 @@ impl Proxy {
                 }
             }
         }
+    }
+
+    /// Rate-limits the "out of descriptors" warnings.
+    fn should_warn_fd(&mut self, now: Instant) -> bool {
+        if self
+            .fd_warned_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.fd_warned_at = Some(now);
+        true
     }
 
     fn pause_accepting(&mut self, now: Instant) {
@@ -543,10 +560,10 @@ impl Proxy {
                     return;
                 }
                 Err(e) if listener::is_resource_exhaustion(&e) => {
-                    warn!(
-                        "client={} service={}: cannot open a backend socket: {e}",
-                        pair.client_addr, svc.cfg.name
-                    );
+                    let (client, name) = (pair.client_addr, svc.cfg.name.clone());
+                    if self.should_warn_fd(now) {
+                        warn!("client={client} service={name}: cannot open a backend socket: {e}");
+                    }
                     self.pause_accepting(now);
                     self.close(key, End::LocalError, now);
                     return;

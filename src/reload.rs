@@ -134,11 +134,21 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
                 if svc.cfg.listen != cfg.listen {
                     summary.services_moved.push(cfg.name.clone());
                 }
+                // Probes keep their rhythm unless what they check changed.
+                let probes_changed = svc.cfg.health_check != cfg.health_check
+                    || svc
+                        .cfg
+                        .backends
+                        .iter()
+                        .map(|b| (&b.address, b.addr))
+                        .ne(cfg.backends.iter().map(|b| (&b.address, b.addr)));
                 update_backends(svc, cfg, &mut summary, now);
                 svc.cfg = cfg.clone();
                 svc.listener = Some(l);
                 svc.accept_ready = true;
-                p.reschedule_probes(key, now);
+                if probes_changed {
+                    p.reschedule_probes(key, now);
+                }
             }
             None => {
                 summary.services_added.push(cfg.name.clone());
