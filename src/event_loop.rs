@@ -410,13 +410,15 @@ impl Proxy {
             return;
         }
         self.accept_paused_until = None;
-        let ready: Vec<usize> = self
-            .services
-            .iter()
-            .filter(|(_, s)| s.accept_ready && s.listener.is_some())
-            .map(|(k, _)| k)
-            .collect();
-        for key in ready {
+        // By index, so the per-turn path allocates nothing.
+        for key in 0..self.services.capacity() {
+            if !self
+                .services
+                .get(key)
+                .is_some_and(|s| s.accept_ready && s.listener.is_some())
+            {
+                continue;
+            }
             for _ in 0..ACCEPT_BATCH {
                 if !self.has_global_room() {
                     return;
