@@ -37,6 +37,8 @@ const ACCEPT_BATCH: usize = 256;
 const FD_BACKOFF: Duration = Duration::from_millis(100);
 /// Idle buffers kept for reuse.
 const POOL_KEEP: usize = 256;
+/// Timer entries allowed beyond two per pair before stale ones are swept.
+const TIMERS_SLACK: usize = 4096;
 /// Idle pipes kept for reuse (two descriptors each).
 const PIPES_KEEP: usize = 64;
 
@@ -122,6 +124,7 @@ pub struct Proxy {
     /// Pairs that stopped at their budget with data left: (key, id).
     again: Vec<(usize, u64)>,
     accept_paused_until: Option<Instant>,
+    timers_pending: usize,
     /// When running out of descriptors was last logged (at most once a second).
     fd_warned_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -172,6 +175,7 @@ impl Proxy {
             next_id: 1,
             again: Vec::new(),
             accept_paused_until: None,
+            timers_pending: 0,
             fd_warned_at: None,
             shutdown_deadline: None,
             stop_now: false,
@@ -266,6 +270,7 @@ impl Proxy {
                 }
             }
             self.fire_timers(now);
+            self.compact_timers();
             self.accept(now);
             self.accept_stats(now);
             // Log lines of this turn go out in one write.
@@ -363,6 +368,12 @@ impl Proxy {
     }
 
     // Used by the reload module.
+    /// Timer entries pending (for stats; read before the stats server takes
+    /// the timers out to answer).
+    pub fn timers_pending(&self) -> usize {
+        self.timers_pending
+    }
+
     pub(crate) fn registry(&self) -> &mio::Registry {
         self.poll.registry()
     }
@@ -837,6 +848,20 @@ impl Proxy {
         }
     }
 
+    /// Keeps the timer heap proportional to what is open: once it holds far
+    /// more entries than there are pairs, drops the entries of pairs that
+    /// are gone or re-armed.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.pairs.len() + TIMERS_SLACK {
+            return;
+        }
+        let pairs = &self.pairs;
+        self.timers.retain(|when, kind| match *kind {
+            TimerKind::Pair(key, id) => pairs.get(key).is_some_and(|p| p.id == id && p.timer_at == Some(when)),
+            _ => true,
+        });
+    }
+
     fn pair_timer(&mut self, key: usize, id: u64, when: Instant, now: Instant) {
         let Some(pair) = self.pairs.get_mut(key) else { return };
         if pair.id != id || pair.timer_at != Some(when) {
@@ -883,6 +908,7 @@ impl Proxy {
         // The stats server reads the whole proxy while it answers, so it and
         // the timers are taken out for the call.
         let Some(mut stats) = self.stats.take() else { return };
+        self.timers_pending = self.timers.len();
         let mut timers = std::mem::take(&mut self.timers);
         stats.on_event(key, self, &mut timers, now);
         self.timers = timers;

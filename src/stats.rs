@@ -331,6 +331,7 @@ pub struct Snapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub buffers_in_use: usize,
+    pub timers_pending: usize,
     pub services: Vec<ServiceSnap>,
 }
 
@@ -450,6 +451,7 @@ pub fn snapshot(proxy: &Proxy, now: Instant) -> Snapshot {
         bytes_in: c.bytes_in,
         bytes_out: c.bytes_out,
         buffers_in_use: proxy.pools.buffers.in_use(),
+        timers_pending: proxy.timers_pending(),
         services,
     }
 }

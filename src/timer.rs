@@ -51,6 +51,13 @@ impl Timers {
         }
     }
 
+    /// Drops the entries `keep` says are stale. Entries are never cancelled
+    /// one by one, so a long deadline (an hour of idle timeout) of a pair
+    /// that closed long before would otherwise stay until it expires.
+    pub fn retain(&mut self, mut keep: impl FnMut(Instant, &TimerKind) -> bool) {
+        self.heap.retain(|Reverse((when, _, kind))| keep(*when, kind));
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }
@@ -79,5 +86,18 @@ mod tests {
         assert_eq!(timers.pop_expired(now).unwrap().1, TimerKind::AcceptRetry);
         assert!(timers.pop_expired(now).is_none());
         assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn retain_drops_stale_entries() {
+        let t = Instant::now();
+        let mut timers = Timers::default();
+        for i in 0..10 {
+            timers.add(t + Duration::from_secs(3600), TimerKind::Pair(i, i as u64));
+        }
+        timers.add(t, TimerKind::Shutdown);
+        timers.retain(|_, k| !matches!(k, TimerKind::Pair(i, _) if i % 2 == 1));
+        assert_eq!(timers.len(), 6);
+        assert_eq!(timers.pop_expired(t).unwrap().1, TimerKind::Shutdown);
     }
 }

@@ -113,3 +113,36 @@ fn a_storm_of_broken_clients_leaks_nothing() {
 fn a_storm_of_broken_clients_leaks_nothing_with_splice() {
     storm(true);
 }
+
+#[test]
+fn timer_entries_of_closed_connections_do_not_pile_up() {
+    // Each connection arms a minute-long connect deadline that outlives it;
+    // thousands of short connections must not leave thousands of entries.
+    let b = Backend::echo();
+    let cfg = service_config("connect_timeout_ms = 60000\n", &[b.addr])
+        .replace("log_level = \"debug\"", "log_level = \"info\"")
+        .replace("[[service]]", "[stats]\nlisten = \"127.0.0.1:0\"\n\n[[service]]");
+    let p = Running::start(&cfg);
+    let addr = p.addr("svc");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..2000 {
+                    let mut c = connect(addr);
+                    assert_eq!(roundtrip(&mut c, b"x"), b"x");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let j = stats(p.stats_addr());
+    assert_eq!(j["connections"]["total"], 8000);
+    let pending = j["timers_pending"].as_u64().unwrap();
+    eprintln!("timers pending: {pending}");
+    assert!(
+        pending <= 4096 + 64,
+        "{pending} timer entries after 8000 closed connections"
+    );
+}
