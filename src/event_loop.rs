@@ -37,7 +37,8 @@ const ACCEPT_BATCH: usize = 256;
 const FD_BACKOFF: Duration = Duration::from_millis(100);
 /// Idle buffers kept for reuse.
 const POOL_KEEP: usize = 256;
-/// Timer entries allowed beyond two per pair before stale ones are swept.
+/// Timer entries allowed beyond twice the last swept size before stale ones
+/// are swept again.
 const TIMERS_SLACK: usize = 4096;
 /// Idle pipes kept for reuse (two descriptors each).
 const PIPES_KEEP: usize = 64;
@@ -125,6 +126,8 @@ pub struct Proxy {
     again: Vec<(usize, u64)>,
     accept_paused_until: Option<Instant>,
     timers_pending: usize,
+    /// Timer heap size that triggers the next sweep of stale entries.
+    timers_sweep_at: usize,
     /// When running out of descriptors was last logged (at most once a second).
     fd_warned_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -176,6 +179,7 @@ impl Proxy {
             again: Vec::new(),
             accept_paused_until: None,
             timers_pending: 0,
+            timers_sweep_at: TIMERS_SLACK,
             fd_warned_at: None,
             shutdown_deadline: None,
             stop_now: false,
@@ -848,11 +852,12 @@ impl Proxy {
         }
     }
 
-    /// Keeps the timer heap proportional to what is open: once it holds far
-    /// more entries than there are pairs, drops the entries of pairs that
-    /// are gone or re-armed.
+    /// Keeps the timer heap proportional to what is open: once it has grown
+    /// to twice its size after the last sweep (plus slack), drops the
+    /// entries of pairs that are gone or re-armed. The threshold doubling
+    /// keeps the sweep amortised O(1) even when live entries dominate.
     fn compact_timers(&mut self) {
-        if self.timers.len() <= 2 * self.pairs.len() + TIMERS_SLACK {
+        if self.timers.len() <= self.timers_sweep_at {
             return;
         }
         let pairs = &self.pairs;
@@ -860,6 +865,7 @@ impl Proxy {
             TimerKind::Pair(key, id) => pairs.get(key).is_some_and(|p| p.id == id && p.timer_at == Some(when)),
             _ => true,
         });
+        self.timers_sweep_at = 2 * self.timers.len() + TIMERS_SLACK;
     }
 
     fn pair_timer(&mut self, key: usize, id: u64, when: Instant, now: Instant) {
