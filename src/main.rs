@@ -26,8 +26,14 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if args.check => {
+            // --check lists every problem, one per line.
             eprintln!("easyproxy: invalid configuration:\n{e}");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            // Starting: one line, every problem in it.
+            eprintln!("easyproxy: invalid configuration: {}", e.to_string().replace('\n', "; "));
             return ExitCode::from(1);
         }
     };
