@@ -410,7 +410,14 @@ impl Proxy {
     }
 
     fn accept_work_pending(&self, now: Instant) -> bool {
-        if self.accept_paused_until.is_some_and(|t| now < t) || !self.has_global_room() {
+        if self.accept_paused_until.is_some_and(|t| now < t) {
+            return false;
+        }
+        // A stats listener stopped at its per-turn batch gets no new edge.
+        if self.stats.as_ref().is_some_and(|s| s.accept_ready) {
+            return true;
+        }
+        if !self.has_global_room() {
             return false;
         }
         self.services
