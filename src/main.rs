@@ -33,7 +33,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // Starting: one line, every problem in it.
-            eprintln!("easyproxy: invalid configuration: {}", e.to_string().replace('\n', "; "));
+            eprintln!(
+                "easyproxy: invalid configuration: {}",
+                e.to_string().replace('\n', "; ")
+            );
             return ExitCode::from(1);
         }
     };

@@ -119,12 +119,20 @@ fn check_points_at_line_and_column() {
 fn a_bad_file_fails_to_start_with_one_line_and_status_1() {
     let dir = TempDir::new();
     let path = dir.path("c.toml");
-    std::fs::write(&path, GOOD.replace("weight = 3", "weight = 0").replace("\"poll\"", "\"fastest\"")).unwrap();
+    std::fs::write(
+        &path,
+        GOOD.replace("weight = 3", "weight = 0")
+            .replace("\"poll\"", "\"fastest\""),
+    )
+    .unwrap();
     let out = Command::new(bin()).arg("-c").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("weight") && err.contains("strategy") && err.contains("c.toml"), "{err}");
+    assert!(
+        err.contains("weight") && err.contains("strategy") && err.contains("c.toml"),
+        "{err}"
+    );
 }
 
 #[test]
