@@ -510,3 +510,43 @@ fn listener_backlog_test_helper_really_blocks() {
     assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err());
     let _unused: Option<TcpListener> = None;
 }
+
+#[test]
+fn service_max_connections_makes_extra_clients_wait() {
+    let b = Backend::echo();
+    let p = Running::start(&service_config("max_connections = 1\n", &[b.addr]));
+    let addr = p.addr("svc");
+    let mut c1 = connect(addr);
+    assert_eq!(roundtrip(&mut c1, b"1"), b"1");
+    let mut c2 = connect(addr);
+    c2.write_all(b"2").unwrap();
+    c2.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut one = [0u8; 1];
+    assert!(c2.read(&mut one).is_err(), "the second client must wait in the backlog");
+    drop(c1);
+    c2.set_read_timeout(Some(SOON)).unwrap();
+    c2.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"2");
+}
+
+#[test]
+fn proxy_header_and_early_bytes_reach_the_backend_that_finally_answers() {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let good = Backend::spawn(move |s| {
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        let mut rest = [0u8; 5];
+        r.read_exact(&mut rest).unwrap();
+        tx.lock().unwrap().send((line, rest)).unwrap();
+    });
+    let cfg = service_config("send_proxy = \"v1\"\nretries = 1\n", &[refused_addr(), good.addr]);
+    let p = Running::start(&cfg);
+    let mut c = connect(p.addr("svc"));
+    c.write_all(b"early").unwrap();
+    let (line, rest) = rx.recv_timeout(SOON).unwrap();
+    assert!(line.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "), "{line}");
+    assert_eq!(&rest, b"early");
+    assert!(p.log_text().contains("connect failed (refused"));
+}

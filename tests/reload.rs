@@ -313,3 +313,19 @@ fn stats_listener_can_move() {
     assert!(raw.starts_with("HTTP/1.1 200"));
     assert!(TcpStream::connect(old_stats).is_err());
 }
+
+#[test]
+fn adding_a_health_check_by_reload_starts_probing() {
+    let a = Backend::tagged("A");
+    let dead = refused_addr();
+    let listen = free_addr();
+    let backends = [(a.addr, ""), (dead, "")];
+    let p = Running::start(&cfg(listen, "round_robin", &backends, ""));
+    let hc = "[service.health_check]\ninterval_ms = 100\ntimeout_ms = 200\nfall = 1\n";
+    let line = reload_and_wait(&p, &cfg(listen, "round_robin", &backends, hc), "reload done");
+    assert!(line.contains("changed=svc"), "{line}");
+    p.wait_log(&format!("backend={dead} is DOWN"), SOON);
+    for _ in 0..4 {
+        assert_eq!(served_by(listen), "A");
+    }
+}
