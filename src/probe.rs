@@ -37,7 +37,8 @@ enum Stage {
 struct Probe {
     svc: usize,
     backend: usize,
-    /// Bumped at every step so that a timer armed for an older step is stale.
+    /// Set from the prober's counter at every step, so a timer armed for an
+    /// older step, or for an older probe in the same slab slot, is stale.
     gen: u64,
     stage: Stage,
     started: Instant,
@@ -52,6 +53,8 @@ pub struct Prober {
     probes: Slab<Probe>,
     by_service: HashMap<usize, Vec<usize>>,
     rng: u64,
+    /// Source of probe generations, unique for the process's life.
+    next_gen: u64,
 }
 
 impl Prober {
@@ -71,14 +74,15 @@ impl Prober {
             // of noise so services with equal intervals do not line up.
             let noise = u128::from(self.random() % 1000) * interval / n / 10_000;
             let offset = Duration::from_nanos(((interval * i as u128 / n) + noise) as u64);
+            let gen = self.bump();
             let key = self.probes.insert(Probe {
                 svc: svc_key,
                 backend,
-                gen: 1,
+                gen,
                 stage: Stage::Idle,
                 started: now,
             });
-            timers.add(now + offset, TimerKind::Probe(key, 1));
+            timers.add(now + offset, TimerKind::Probe(key, gen));
             mine.push(key);
         }
         self.by_service.insert(svc_key, mine);
@@ -105,6 +109,11 @@ impl Prober {
             .count()
     }
 
+    fn bump(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
     fn random(&mut self) -> u64 {
         if self.rng == 0 {
             let t = std::time::SystemTime::now()
@@ -128,6 +137,7 @@ impl Prober {
         registry: &mio::Registry,
         now: Instant,
     ) -> Vec<Change> {
+        let next_gen = self.next_gen + 1;
         let Some(probe) = self.probes.get_mut(key) else {
             return Vec::new();
         };
@@ -144,7 +154,8 @@ impl Prober {
             Some(CheckResult::TimedOut)
         } else if let Some(addr) = svc.balancer.backends.get(probe.backend).map(|b| b.cfg.addr) {
             probe.started = now;
-            probe.gen += 1;
+            probe.gen = next_gen;
+            self.next_gen = next_gen;
             match listener::connect(addr) {
                 Ok(mut stream) => {
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -197,11 +208,12 @@ impl Prober {
         timers: &mut Timers,
         now: Instant,
     ) -> Vec<Change> {
+        let gen = self.bump();
         let Some(probe) = self.probes.get_mut(key) else {
             return Vec::new();
         };
         probe.stage = Stage::Idle; // drops (closes) the socket
-        probe.gen += 1;
+        probe.gen = gen;
         let mut changes = Vec::new();
         let Some(svc) = services.get_mut(probe.svc) else {
             return changes;
