@@ -110,10 +110,6 @@ impl BufferPool {
         }
     }
 
-    pub fn buffer_size(&self) -> usize {
-        self.size
-    }
-
     /// Buffers currently lent out.
     pub fn in_use(&self) -> usize {
         self.in_use

@@ -101,14 +101,6 @@ impl Prober {
         self.by_service.clear();
     }
 
-    /// Open probe sockets (for tests and stats).
-    pub fn open_sockets(&self) -> usize {
-        self.probes
-            .iter()
-            .filter(|(_, p)| !matches!(p.stage, Stage::Idle))
-            .count()
-    }
-
     fn bump(&mut self) -> u64 {
         self.next_gen += 1;
         self.next_gen

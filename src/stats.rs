@@ -92,11 +92,6 @@ impl StatsServer {
         self.listener.local_addr().ok()
     }
 
-    /// Open stats connections.
-    pub fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
     /// Accepts waiting clients, evicting the oldest one still waiting for its
     /// request when every slot is taken.
     pub fn accept(&mut self, registry: &mio::Registry, timers: &mut Timers, now: Instant) -> io::Result<()> {
