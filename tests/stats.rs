@@ -258,3 +258,25 @@ fn many_slow_clients_do_not_block_stats_or_traffic() {
     assert_eq!(roundtrip(&mut c, b"traffic flows"), b"traffic flows");
     drop(slow);
 }
+
+#[test]
+fn more_waiting_stats_clients_than_one_accept_batch_are_all_served() {
+    let b = Backend::echo();
+    let cfg = config_with_stats(&[b.addr], "").replace(
+        "listen = \"127.0.0.1:0\"\n\n[[service]]",
+        "listen = \"127.0.0.1:0\"\ntimeout_ms = 60000\n\n[[service]]",
+    );
+    let p = Running::start(&cfg);
+    let stats = p.stats_addr();
+    // Freeze the proxy so that all clients queue in the backlog at once.
+    p.signal(libc::SIGSTOP);
+    let idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(stats).unwrap()).collect();
+    let mut last = TcpStream::connect(stats).unwrap();
+    last.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+    p.signal(libc::SIGCONT);
+    last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut raw = Vec::new();
+    last.read_to_end(&mut raw).expect("the 101st client was not served");
+    assert_eq!(split_response(&raw).0, 200);
+    drop(idle);
+}
