@@ -41,6 +41,7 @@ struct RawHealthCheck {
     fall: Option<u64>,
     send: Option<String>,
     expect: Option<String>,
+    mysql_user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +163,9 @@ pub struct HealthCheck {
     pub fall: u32,
     pub send: Vec<u8>,
     pub expect: Vec<u8>,
+    /// Log in as this (passwordless) MySQL/MariaDB user and quit, instead
+    /// of a bare connect that the server would count as an aborted one.
+    pub mysql_user: Option<String>,
 }
 
 impl Default for HealthCheck {
@@ -173,6 +177,7 @@ impl Default for HealthCheck {
             fall: 3,
             send: Vec::new(),
             expect: Vec::new(),
+            mysql_user: None,
         }
     }
 }
@@ -514,7 +519,15 @@ impl Validator {
         if send.len() > 65536 {
             self.err(&format!("{key}.send"), "longer than 65536 bytes");
         }
+        let mysql_user = h.mysql_user.filter(|u| !u.is_empty());
+        if mysql_user.is_some() && (!send.is_empty() || !expect.is_empty()) {
+            self.err(&format!("{key}.mysql_user"), "cannot be combined with send/expect");
+        }
+        if mysql_user.as_ref().is_some_and(|u| u.len() > 64 || u.contains('\0')) {
+            self.err(&format!("{key}.mysql_user"), "must be at most 64 bytes without NUL");
+        }
         HealthCheck {
+            mysql_user,
             interval: self.ms(
                 &format!("{key}.interval_ms"),
                 h.interval_ms,

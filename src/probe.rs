@@ -12,9 +12,11 @@ use mio::net::TcpStream;
 use mio::Interest;
 use slab::Slab;
 
+use crate::config::HealthCheck;
 use crate::event_loop::Service;
 use crate::health::{CheckResult, Transition};
 use crate::listener;
+use crate::mysql;
 use crate::pump::{self, Flush};
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
@@ -32,6 +34,18 @@ enum Stage {
     Sending(TcpStream, usize),
     /// Reading the reply (bytes received so far).
     Reading(TcpStream, Vec<u8>),
+    /// MySQL check: waiting for a server packet (bytes so far, what it is).
+    MysqlReading(TcpStream, Vec<u8>, MysqlStep),
+    /// MySQL check: writing a packet (bytes, written so far), then `step`.
+    MysqlWriting(TcpStream, Vec<u8>, usize, MysqlStep),
+}
+
+/// Where a MySQL check is: the greeting, the login's answer, the quit.
+#[derive(Clone, Copy)]
+enum MysqlStep {
+    Greeting,
+    Auth,
+    Quit,
 }
 
 struct Probe {
@@ -185,7 +199,7 @@ impl Prober {
         let Some(hc) = services.get(probe.svc).and_then(|s| s.cfg.health_check.as_ref()) else {
             return Vec::new();
         };
-        match advance(probe, &hc.send, &hc.expect) {
+        match advance(probe, hc) {
             Some(r) => self.finish(key, r, services, timers, now),
             None => Vec::new(),
         }
@@ -230,12 +244,14 @@ impl Prober {
 
 /// Moves a running probe as far as its socket allows; `Some` when the check
 /// is decided.
-fn advance(probe: &mut Probe, send: &[u8], expect: &[u8]) -> Option<CheckResult> {
+fn advance(probe: &mut Probe, hc: &HealthCheck) -> Option<CheckResult> {
+    let (send, expect) = (&hc.send[..], &hc.expect[..]);
     loop {
         let stage = std::mem::replace(&mut probe.stage, Stage::Idle);
         probe.stage = match stage {
             Stage::Idle => return None,
             Stage::Connecting(stream) => match connect_state(&stream) {
+                Ok(true) if hc.mysql_user.is_some() => Stage::MysqlReading(stream, Vec::new(), MysqlStep::Greeting),
                 Ok(true) => Stage::Sending(stream, 0),
                 Ok(false) => {
                     probe.stage = Stage::Connecting(stream);
@@ -250,6 +266,32 @@ fn advance(probe: &mut Probe, send: &[u8], expect: &[u8]) -> Option<CheckResult>
                     Ok(Flush::Drained) => Stage::Reading(stream, Vec::new()),
                     Ok(Flush::WouldBlock) => {
                         probe.stage = Stage::Sending(stream, written + n);
+                        return None;
+                    }
+                    Err(e) => return Some(CheckResult::from_io(&e)),
+                }
+            }
+            Stage::MysqlReading(stream, got, step) => {
+                let user = hc.mysql_user.as_deref().unwrap_or("");
+                match mysql_read(stream, got, step, user) {
+                    // Still waiting: the stage was handed back unchanged.
+                    Ok(Stage::MysqlReading(stream, got, step)) => {
+                        probe.stage = Stage::MysqlReading(stream, got, step);
+                        return None;
+                    }
+                    Ok(next) => next,
+                    Err(r) => return r,
+                }
+            }
+            Stage::MysqlWriting(mut stream, bytes, written, step) => {
+                let (n, r) = pump::write_all_nb(&bytes[written..], &mut stream);
+                match r {
+                    Ok(Flush::Drained) => match step {
+                        MysqlStep::Quit => return Some(CheckResult::Ok),
+                        _ => Stage::MysqlReading(stream, Vec::new(), step),
+                    },
+                    Ok(Flush::WouldBlock) => {
+                        probe.stage = Stage::MysqlWriting(stream, bytes, written + n, step);
                         return None;
                     }
                     Err(e) => return Some(CheckResult::from_io(&e)),
@@ -283,6 +325,51 @@ fn advance(probe: &mut Probe, send: &[u8], expect: &[u8]) -> Option<CheckResult>
                 }
             }
         };
+    }
+}
+
+/// One step of the MySQL check on a readable socket: `Err` decides the
+/// check, `Ok(None)` waits for more, `Ok(Some(stage))` moves on.
+fn mysql_read(
+    mut stream: TcpStream,
+    mut got: Vec<u8>,
+    step: MysqlStep,
+    user: &str,
+) -> Result<Stage, Option<CheckResult>> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some((seq, payload, _)) = mysql::packet(&got) {
+            let next_seq = seq.wrapping_add(1);
+            return match (step, mysql::classify(payload)) {
+                (MysqlStep::Greeting, mysql::Reply::Greeting) => Ok(Stage::MysqlWriting(
+                    stream,
+                    mysql::handshake_response(user, next_seq),
+                    0,
+                    MysqlStep::Auth,
+                )),
+                (MysqlStep::Auth, mysql::Reply::Ok) => {
+                    Ok(Stage::MysqlWriting(stream, mysql::QUIT.to_vec(), 0, MysqlStep::Quit))
+                }
+                (MysqlStep::Auth, mysql::Reply::AuthSwitch) => Ok(Stage::MysqlWriting(
+                    stream,
+                    mysql::frame(next_seq, &[]),
+                    0,
+                    MysqlStep::Auth,
+                )),
+                _ => Err(Some(CheckResult::UnexpectedReply)),
+            };
+        }
+        if got.len() > MAX_REPLY {
+            return Err(Some(CheckResult::UnexpectedReply));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) if got.is_empty() => return Err(Some(CheckResult::Closed)),
+            Ok(0) => return Err(Some(CheckResult::UnexpectedReply)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Stage::MysqlReading(stream, got, step)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Some(CheckResult::from_io(&e))),
+        }
     }
 }
 

@@ -255,3 +255,50 @@ fn descriptor_count_stays_flat_across_many_probe_cycles() {
     );
     assert!(p.count_log("is DOWN") >= 2, "the dead and the mute backend are down");
 }
+
+/// A fake MySQL server: greets, reads the login, answers `auth_reply`
+/// (payload), then expects COM_QUIT. Reports the user name it saw.
+fn fake_mysql(auth_reply: &'static [u8], users: std::sync::mpsc::Sender<String>) -> Backend {
+    let users = std::sync::Mutex::new(users);
+    Backend::spawn(move |mut s| {
+        let greeting = b"\x0a5.7.99-fake\x00\x01\x00\x00\x00abcdefgh\x00";
+        let mut pkt = vec![greeting.len() as u8, 0, 0, 0];
+        pkt.extend_from_slice(greeting);
+        if s.write_all(&pkt).is_err() {
+            return;
+        }
+        let mut head = [0u8; 4];
+        if s.read_exact(&mut head).is_err() {
+            return;
+        }
+        let len = head[0] as usize | (head[1] as usize) << 8 | (head[2] as usize) << 16;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        let user: Vec<u8> = body[32..].iter().take_while(|&&b| b != 0).copied().collect();
+        let _ = users.lock().unwrap().send(String::from_utf8_lossy(&user).to_string());
+        let mut reply = vec![auth_reply.len() as u8, 0, 0, head[3] + 1];
+        reply.extend_from_slice(auth_reply);
+        s.write_all(&reply).unwrap();
+        let mut quit = [0u8; 5];
+        if s.read_exact(&mut quit).is_ok() {
+            assert_eq!(quit, [1, 0, 0, 0, 1], "COM_QUIT");
+        }
+    })
+}
+
+#[test]
+fn mysql_check_logs_in_and_quits() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let good = fake_mysql(b"\x00\x00\x00\x02\x00\x00\x00", tx.clone());
+    let denied = fake_mysql(b"\xff\x15\x04#28000Access denied", tx);
+    let hc = "interval_ms = 100\ntimeout_ms = 500\nrise = 1\nfall = 2\nmysql_user = \"easyproxy_check\"\n";
+    let p = Running::start(&hc_service(hc, &[(good.addr, ""), (denied.addr, "")], ""));
+    assert_eq!(rx.recv_timeout(SOON).unwrap(), "easyproxy_check");
+    let line = p.wait_log(&format!("backend={} is DOWN", denied.addr), SOON);
+    assert!(line.contains("unexpected reply"), "{line}");
+    let before = good.accepted();
+    wait_for("more checks of the good server", SOON, || {
+        (good.accepted() >= before + 5).then_some(())
+    });
+    assert!(!p.log_text().contains(&format!("backend={} is DOWN", good.addr)));
+}
