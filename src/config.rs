@@ -740,6 +740,18 @@ address = "127.0.0.1:1"
     }
 
     #[test]
+    fn mysql_user_excludes_send_expect() {
+        let with = |extra: &str| format!("{MIN}[service.health_check]\nmysql_user = \"check\"\n{extra}");
+        let c = Config::parse(&with("")).unwrap();
+        assert_eq!(
+            c.services[0].health_check.as_ref().unwrap().mysql_user.as_deref(),
+            Some("check")
+        );
+        let e = Config::parse(&with("expect = \"x\"\n")).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("mysql_user")), "{e:?}");
+    }
+
+    #[test]
     fn unescape_works() {
         assert_eq!(unescape(r"PING\r\n").unwrap(), b"PING\r\n");
         assert_eq!(unescape(r"\x00\xff").unwrap(), vec![0, 255]);
