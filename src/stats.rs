@@ -608,7 +608,8 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}.sub{color:
 table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7;margin:6px 0 4px;min-width:480px}\
 th,td{padding:6px 12px;border-bottom:1px solid #eef0f3;text-align:right;white-space:nowrap}th{background:#eef1f5;font-weight:600}\
 td:first-child,th:first-child{text-align:left}.up{background:#2e9d57;color:#fff}.down{background:#d23b3b;color:#fff}\
-.state{border-radius:4px;padding:1px 8px;font-weight:600;font-size:12px}.muted{color:#889}";
+.state{border-radius:4px;padding:1px 8px;font-weight:600;font-size:12px}.muted{color:#889}\
+.backends td:nth-child(2),.backends th:nth-child(2){text-align:center}";
 
 fn html(proxy: &Proxy, now: Instant) -> String {
     let snap = snapshot(proxy, now);

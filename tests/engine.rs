@@ -86,17 +86,30 @@ fn sixty_four_mib_both_ways_with_checksum_without_splice() {
     sixty_four_mib(false);
 }
 
+#[test]
+fn eight_mib_through_the_smallest_buffers() {
+    transfer(false, 512, 8);
+}
+
 fn sixty_four_mib(splice: bool) {
+    transfer(splice, 16384, 64);
+}
+
+/// `mib` MiB each way through an echo backend, checked with a hash.
+fn transfer(splice: bool, buffer_size: usize, mib: usize) {
     let b = Backend::echo();
-    let cfg = service_config("", &[b.addr]).replace("[global]\n", &format!("[global]\nsplice = {splice}\n"));
+    let cfg = service_config("", &[b.addr]).replace(
+        "[global]\n",
+        &format!("[global]\nsplice = {splice}\nbuffer_size = {buffer_size}\n"),
+    );
     let p = Running::start(&cfg);
     let c = connect(p.addr("svc"));
     let mut w = c.try_clone().unwrap();
-    const TOTAL: usize = 64 << 20;
+    let total: usize = mib << 20;
     let writer = thread::spawn(move || {
         let chunk = pattern(11, 1 << 20);
         let mut h = 0xcbf29ce484222325u64;
-        for i in 0..64 {
+        for i in 0..mib {
             let mut part = chunk.clone();
             part[0] = i as u8;
             fnv(&mut h, &part);
@@ -118,7 +131,7 @@ fn sixty_four_mib(splice: bool) {
         fnv(&mut h, &buf[..k]);
         n += k;
     }
-    assert_eq!(n, TOTAL);
+    assert_eq!(n, total);
     assert_eq!(h, writer.join().unwrap());
 }
 
