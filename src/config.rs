@@ -240,16 +240,27 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 pub const MAX_BUFFER_SIZE: u64 = 16 * 1024 * 1024;
+/// Largest configuration file read.
+pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 pub const MIN_BUFFER_SIZE: u64 = 512;
 const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
 
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let err = |msg: String| ConfigError {
             path: path.to_path_buf(),
-            problems: vec![format!("cannot read file: {e}")],
-        })?;
+            problems: vec![msg],
+        };
+        // Bounded read: a configuration is small; a huge file is a mistake.
+        let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read file: {e}")))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_FILE_SIZE + 1), &mut bytes)
+            .map_err(|e| err(format!("cannot read file: {e}")))?;
+        if bytes.len() as u64 > MAX_FILE_SIZE {
+            return Err(err(format!("file is larger than {} MiB", MAX_FILE_SIZE >> 20)));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
         Config::parse(&text).map_err(|problems| ConfigError {
             path: path.to_path_buf(),
             problems,

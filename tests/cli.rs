@@ -136,6 +136,26 @@ fn a_bad_file_fails_to_start_with_one_line_and_status_1() {
 }
 
 #[test]
+fn huge_or_binary_files_are_clear_errors() {
+    let dir = TempDir::new();
+    let big = dir.path("big.toml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(64 << 20).unwrap(); // sparse: 64 MiB of NUL bytes
+    let out = Command::new(bin()).args(["--check", "-c"]).arg(&big).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
+    let bin_file = dir.path("bin.toml");
+    std::fs::write(&bin_file, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let out = Command::new(bin())
+        .args(["--check", "-c"])
+        .arg(&bin_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UTF-8"));
+}
+
+#[test]
 fn missing_file_is_a_clear_error() {
     let out = Command::new(bin())
         .args(["--check", "-c", "/nonexistent/easyproxy.toml"])
