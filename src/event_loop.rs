@@ -382,6 +382,10 @@ impl Proxy {
         self.poll.registry()
     }
     pub(crate) fn set_config(&mut self, config: Config) {
+        // Reopen the log on every reload: rotation is "move the file, SIGHUP".
+        if let Err(e) = crate::logsink::reopen(config.global.log_file.as_deref()) {
+            error!("cannot reopen the log: {e}; logging goes on to the old file");
+        }
         self.pools.buffers.set_size(config.global.buffer_size);
         match (&mut self.pools.pipes, config.global.splice) {
             (Some(p), true) => p.set_size(pipe_size(config.global.buffer_size)),

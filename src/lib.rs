@@ -12,6 +12,7 @@ pub mod config;
 pub mod event_loop;
 pub mod health;
 pub mod listener;
+pub mod logsink;
 pub mod mysql;
 pub mod pair;
 pub mod pipe;

@@ -1,7 +1,5 @@
 //! Command line, logging set-up, then `Proxy::new(config)?.run()`.
 
-use std::fs::OpenOptions;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -129,25 +127,17 @@ fn init_logging(config: &Config) -> Result<(), String> {
         .set_thread_level(log::LevelFilter::Off)
         .build();
     // The level is set on the log facade too so a reload can change it.
-    let level = log::LevelFilter::Trace;
     // Lines are buffered and written once per event-loop turn (the loop calls
     // `log::logger().flush()`): simplelog writes a line in several pieces,
     // which unbuffered would be several syscalls per access-log line.
-    const LOG_BUFFER: usize = 64 * 1024;
-    match &config.global.log_file {
-        Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            WriteLogger::init(level, cfg, BufWriter::with_capacity(LOG_BUFFER, file)).map_err(|e| e.to_string())?;
-        }
-        None => {
-            let stderr = BufWriter::with_capacity(LOG_BUFFER, std::io::stderr());
-            WriteLogger::init(level, cfg, stderr).map_err(|e| e.to_string())?;
-        }
-    }
+    let path = config.global.log_file.as_deref();
+    let sink = easyproxy::logsink::Sink::new(path).map_err(|e| {
+        format!(
+            "cannot open log file {}: {e}",
+            path.map_or("-".into(), |p| p.display().to_string())
+        )
+    })?;
+    WriteLogger::init(log::LevelFilter::Trace, cfg, sink).map_err(|e| e.to_string())?;
     log::set_max_level(config.global.log_level);
     Ok(())
 }

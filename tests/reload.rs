@@ -329,3 +329,42 @@ fn adding_a_health_check_by_reload_starts_probing() {
         assert_eq!(served_by(listen), "A");
     }
 }
+
+#[test]
+fn sighup_reopens_the_log_file_for_rotation() {
+    let a = Backend::echo();
+    let listen = free_addr();
+    let dir = TempDir::new();
+    let log = dir.path("easyproxy.log");
+    let text = cfg(listen, "round_robin", &[(a.addr, "")], "")
+        .replace("[global]\n", &format!("[global]\nlog_file = \"{}\"\n", log.display()));
+    let cfg_path = dir.path("c.toml");
+    std::fs::write(&cfg_path, &text).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("-c")
+        .arg(&cfg_path)
+        .spawn()
+        .unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_for("start-up lines in the log", SOON, || {
+        read(&log).contains("listening on").then_some(())
+    });
+    // Rotate: move the file away, then SIGHUP.
+    let rotated = dir.path("easyproxy.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    wait_for("the reload line in a new log file", SOON, || {
+        read(&log).contains("reload done").then_some(())
+    });
+    let mut c = connect(listen);
+    assert_eq!(roundtrip(&mut c, b"x"), b"x");
+    drop(c);
+    wait_for("the access log line in the new file", SOON, || {
+        read(&log).contains("close client=").then_some(())
+    });
+    assert!(read(&rotated).contains("listening on") && !read(&rotated).contains("close client="));
+    let _ = child.kill();
+    let _ = child.wait();
+}
