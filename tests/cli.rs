@@ -236,14 +236,7 @@ fn log_file_receives_the_log() {
 fn soft_descriptor_limit_is_raised_for_max_connections() {
     let b = Backend::echo();
     let cfg = service_config("", &[b.addr]).replace("[global]\n", "[global]\nmax_connections = 1000\n");
-    let p = Running::start_with(&cfg, |cmd| {
-        let mut sh = Command::new("sh");
-        let prog = cmd.get_program().to_string_lossy().to_string();
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().to_string()).collect();
-        sh.arg("-c")
-            .arg(format!("ulimit -Sn 64 && exec {prog} {}", args.join(" ")));
-        sh
-    });
+    let p = Running::start_with(&cfg, |cmd| under_ulimit(cmd, "-Sn 64"));
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();

@@ -266,15 +266,8 @@ fn max_connections_makes_extra_clients_wait_then_serves_them() {
 fn tiny_fd_limit_neither_crashes_nor_spins_and_recovers() {
     let b = Backend::echo();
     let cfg = service_config("", &[b.addr]);
-    let mut p = Running::start_with(&cfg, |cmd| {
-        // Run under a shell that lowers RLIMIT_NOFILE first.
-        let mut sh = std::process::Command::new("sh");
-        let prog = cmd.get_program().to_string_lossy().to_string();
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().to_string()).collect();
-        sh.arg("-c")
-            .arg(format!("ulimit -n 24 && exec {prog} {}", args.join(" ")));
-        sh
-    });
+    // Run under a shell that lowers RLIMIT_NOFILE first.
+    let mut p = Running::start_with(&cfg, |cmd| under_ulimit(cmd, "-n 24"));
     let addr = p.addr("svc");
     // Far more clients than descriptors.
     let mut clients: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -355,6 +348,22 @@ fn proxy_header_seen(kind: &str, header_len: usize) -> (std::net::SocketAddr, st
     (c.local_addr().unwrap(), addr, got)
 }
 
+/// A backend that reads one CRLF-terminated line (a PROXY v1 header) and the
+/// five bytes after it, and hands both over.
+fn header_line_backend() -> (Backend, mpsc::Receiver<(String, [u8; 5])>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let backend = Backend::spawn(move |s| {
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        let mut rest = [0u8; 5];
+        r.read_exact(&mut rest).unwrap();
+        tx.lock().unwrap().send((line, rest)).unwrap();
+    });
+    (backend, rx)
+}
+
 #[test]
 fn proxy_protocol_v1_header_bytes() {
     let expected = |client: std::net::SocketAddr, proxy: std::net::SocketAddr| {
@@ -366,17 +375,7 @@ fn proxy_protocol_v1_header_bytes() {
             proxy.port()
         )
     };
-    // The header is one CRLF-terminated line; read it, then the payload.
-    let (tx, rx) = mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    let backend = Backend::spawn(move |s| {
-        let mut r = std::io::BufReader::new(s);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
-        let mut rest = [0u8; 5];
-        r.read_exact(&mut rest).unwrap();
-        tx.lock().unwrap().send((line, rest)).unwrap();
-    });
+    let (backend, rx) = header_line_backend();
     let p = Running::start(&service_config("send_proxy = \"v1\"\n", &[backend.addr]));
     let addr = p.addr("svc");
     let mut c = connect(addr);
@@ -544,16 +543,7 @@ fn service_max_connections_makes_extra_clients_wait() {
 
 #[test]
 fn proxy_header_and_early_bytes_reach_the_backend_that_finally_answers() {
-    let (tx, rx) = mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    let good = Backend::spawn(move |s| {
-        let mut r = std::io::BufReader::new(s);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
-        let mut rest = [0u8; 5];
-        r.read_exact(&mut rest).unwrap();
-        tx.lock().unwrap().send((line, rest)).unwrap();
-    });
+    let (good, rx) = header_line_backend();
     let cfg = service_config("send_proxy = \"v1\"\nretries = 1\n", &[refused_addr(), good.addr]);
     let p = Running::start(&cfg);
     let mut c = connect(p.addr("svc"));

@@ -241,6 +241,17 @@ pub fn proc_status_field(pid: i32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Wraps `cmd` in `sh -c "ulimit <limit> && exec cmd ..."`, for tests that
+/// run easyproxy under a lowered RLIMIT_NOFILE.
+pub fn under_ulimit(cmd: Command, limit: &str) -> Command {
+    let prog = cmd.get_program().to_string_lossy().to_string();
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().to_string()).collect();
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("ulimit {limit} && exec {prog} {}", args.join(" ")));
+    sh
+}
+
 /// A backend listening on 127.0.0.1:0 that serves each connection in a thread.
 pub struct Backend {
     pub addr: SocketAddr,
