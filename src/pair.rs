@@ -397,7 +397,13 @@ fn copy_direction(
     loop {
         if let (Some(buf), Some(d)) = (slot.as_mut(), dst.as_deref_mut()) {
             if !buf.is_empty() && d.writable {
-                let (n, r) = pump::flush(buf, &mut d.stream);
+                // After the source's EOF these are the last bytes: they may
+                // wait in the kernel for the FIN that follows at once.
+                let (n, r) = if src.read_eof {
+                    pump::flush(buf, &mut pump::LastBytes(&d.stream))
+                } else {
+                    pump::flush(buf, &mut d.stream)
+                };
                 wrote += n;
                 match r {
                     Ok(Flush::Drained) => {}
