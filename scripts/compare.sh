@@ -6,7 +6,7 @@
 #
 #   scripts/compare.sh                 # all proxies
 #   scripts/compare.sh easyproxy pen   # a subset
-#   DURATION=10 IDLE_CONNS=10000 scripts/compare.sh
+#   DURATION=10 IDLE_CONNS=10000 REPEAT=5 scripts/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
