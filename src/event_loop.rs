@@ -22,6 +22,7 @@ use crate::buffer::{BufferPool, Pools};
 use crate::config::{Config, SendProxy, ServiceConfig};
 use crate::health::{CheckResult, Transition};
 use crate::listener;
+use crate::loader::Loader;
 use crate::pair::{End, Pair, Phase, Preamble, Side};
 use crate::pipe::PipePool;
 use crate::probe::Prober;
@@ -117,6 +118,7 @@ pub struct Proxy {
     pub pools: Pools,
     timers: Timers,
     signals: Signals,
+    loader: Loader,
     prober: Prober,
     stats: Option<StatsServer>,
     pub counters: Counters,
@@ -156,6 +158,8 @@ impl Proxy {
         poll.registry()
             .register(signals.source(), Target::Signals.token(), Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
+        let loader = Loader::new(poll.registry(), Target::ConfigLoaded.token())
+            .map_err(|e| format!("cannot set up the configuration reader: {e}"))?;
         let mut proxy = Proxy {
             poll,
             pools: Pools {
@@ -171,6 +175,7 @@ impl Proxy {
             pairs: Slab::new(),
             timers: Timers::default(),
             signals,
+            loader,
             prober: Prober::default(),
             stats,
             counters: Counters::default(),
@@ -242,6 +247,7 @@ impl Proxy {
             for event in events.iter() {
                 match Target::from_token(event.token()) {
                     Some(Target::Signals) => self.on_signals(now),
+                    Some(Target::ConfigLoaded) => self.on_config_loaded(now),
                     Some(Target::Listener(key)) => {
                         if let Some(s) = self.services.get_mut(key) {
                             s.accept_ready = true;
@@ -298,7 +304,7 @@ impl Proxy {
         for sig in self.signals.pending() {
             match sig {
                 Signal::Stop => stops += 1,
-                Signal::Reload if self.shutdown_deadline.is_none() => self.reload(now),
+                Signal::Reload if self.shutdown_deadline.is_none() => self.reload(),
                 Signal::Reload => info!("SIGHUP ignored: shutting down"),
             }
         }
@@ -342,31 +348,46 @@ impl Proxy {
 
     /// SIGHUP: read and validate the whole file, bind what is new, then apply
     /// the difference. Any failure leaves the running configuration as it was.
-    fn reload(&mut self, now: Instant) {
+    /// SIGHUP: the file is read (and its hostnames resolved) off the loop;
+    /// traffic goes on meanwhile and [`Self::on_config_loaded`] applies it.
+    fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
             warn!("SIGHUP: no configuration file to reload");
             return;
         };
-        info!("SIGHUP: reloading {}", path.display());
-        let new = match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.counters.reloads_failed += 1;
-                error!(
-                    "reload failed, keeping the running configuration: {}",
-                    e.to_string().replace('\n', "; ")
-                );
-                return;
+        if self.loader.start(path.clone()) {
+            info!("SIGHUP: reloading {}", path.display());
+        } else {
+            info!(
+                "SIGHUP: reloading {} again once the read in progress is done",
+                path.display()
+            );
+        }
+    }
+
+    fn on_config_loaded(&mut self, now: Instant) {
+        while let Some(loaded) = self.loader.finished() {
+            if self.shutdown_deadline.is_some() {
+                info!("reload dropped: shutting down");
+                continue;
             }
-        };
-        match crate::reload::apply(self, new, now) {
-            Ok(summary) => {
-                self.counters.reloads += 1;
-                info!("reload done: {summary}");
-            }
-            Err(e) => {
-                self.counters.reloads_failed += 1;
-                error!("reload failed, keeping the running configuration: {e}");
+            let new = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    self.counters.reloads_failed += 1;
+                    error!("reload failed, keeping the running configuration: {e}");
+                    continue;
+                }
+            };
+            match crate::reload::apply(self, new, now) {
+                Ok(summary) => {
+                    self.counters.reloads += 1;
+                    info!("reload done: {summary}");
+                }
+                Err(e) => {
+                    self.counters.reloads_failed += 1;
+                    error!("reload failed, keeping the running configuration: {e}");
+                }
             }
         }
     }

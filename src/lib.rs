@@ -3,7 +3,8 @@
 //! Data flow: `config` (the file) -> `listener` (sockets in) -> `balancer`
 //! (which backend) -> `pair` + `pump` + `buffer` (bytes both ways) ->
 //! access log. Around it, on the same loop: `timer`, `probe`/`health`,
-//! `stats`, `signals` and `reload`. `event_loop` ties them together and
+//! `stats`, `signals`, `loader` (reads a reloaded file off the loop) and
+//! `reload`. `event_loop` ties them together and
 //! `token` says which socket an event is about.
 
 pub mod balancer;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod event_loop;
 pub mod health;
 pub mod listener;
+pub mod loader;
 pub mod logsink;
 pub mod mysql;
 pub mod pair;

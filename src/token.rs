@@ -16,6 +16,8 @@ pub enum Target {
     Signals,
     /// The `[stats]` HTTP listener.
     StatsListener,
+    /// The waker of the configuration reader (a reload's file is read).
+    ConfigLoaded,
     /// A service's listener, by service key.
     Listener(usize),
     /// The client side of a pair, by pair key.
@@ -34,6 +36,7 @@ impl Target {
         let (index, kind) = match self {
             Target::Signals => (0, 0),
             Target::StatsListener => (1, 0),
+            Target::ConfigLoaded => (2, 0),
             Target::Listener(i) => (i, 1),
             Target::Client(i) => (i, 2),
             Target::Backend(i) => (i, 3),
@@ -49,6 +52,7 @@ impl Target {
         Some(match token.0 & KIND_MASK {
             0 if index == 0 => Target::Signals,
             0 if index == 1 => Target::StatsListener,
+            0 if index == 2 => Target::ConfigLoaded,
             1 => Target::Listener(index),
             2 => Target::Client(index),
             3 => Target::Backend(index),
@@ -68,6 +72,7 @@ mod tests {
         for t in [
             Target::Signals,
             Target::StatsListener,
+            Target::ConfigLoaded,
             Target::Listener(0),
             Target::Listener(7),
             Target::Client(0),
@@ -78,7 +83,7 @@ mod tests {
         ] {
             assert_eq!(Target::from_token(t.token()), Some(t));
         }
-        assert_eq!(Target::from_token(Token(2 << 3)), None);
+        assert_eq!(Target::from_token(Token(3 << 3)), None);
         assert_eq!(Target::from_token(Token(7)), None);
     }
 }

@@ -368,3 +368,39 @@ fn sighup_reopens_the_log_file_for_rotation() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The file is read off the loop: a reload stuck reading it (a FIFO nobody
+/// writes yet, standing in for a slow disk or a DNS server that does not
+/// answer for a hostname backend) stops no traffic, and the new file is
+/// applied once the read completes.
+#[test]
+fn a_reload_stuck_reading_the_file_stops_no_traffic() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let listen = free_addr();
+    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
+    std::fs::remove_file(&p.config).unwrap();
+    let c_path = std::ffi::CString::new(p.config.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    p.signal(libc::SIGHUP);
+    p.wait_log("SIGHUP: reloading", SOON);
+    thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        assert_eq!(served_by(listen), "A", "traffic flows while the file is being read");
+    }
+    assert_eq!(stats(&p)["reloads"], 0);
+    // A second SIGHUP meanwhile is queued behind the read in progress.
+    p.signal(libc::SIGHUP);
+    p.wait_log("again once the read in progress is done", SOON);
+    // Opening the FIFO for writing lets the reader go on.
+    std::fs::write(&p.config, cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], "")).unwrap();
+    p.wait_log("reload done", SOON);
+    // The queued read now finds the FIFO again; give it the same file.
+    std::fs::write(&p.config, cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], "")).unwrap();
+    p.wait_log_count("reload done", 2, SOON);
+    let seen: String = (0..4).map(|_| served_by(listen)).collect();
+    assert!(seen.contains('A') && seen.contains('B'), "{seen}");
+    let j = stats(&p);
+    assert_eq!(j["reloads"], 2);
+    assert_eq!(j["reloads_failed"], 0);
+}
