@@ -63,6 +63,7 @@ struct RawService {
     idle_timeout_ms: Option<u64>,
     retries: Option<u64>,
     max_connections: Option<u64>,
+    backlog: Option<u64>,
     send_proxy: Option<String>,
     health_check: Option<RawHealthCheck>,
     #[serde(default)]
@@ -205,6 +206,9 @@ pub struct ServiceConfig {
     pub retries: u32,
     /// 0 means only the global limit applies.
     pub max_connections: usize,
+    /// Listen backlog: clients past the connection limits wait here (the
+    /// kernel caps it at net.core.somaxconn).
+    pub backlog: u32,
     pub send_proxy: SendProxy,
     pub health_check: Option<HealthCheck>,
     pub backends: Vec<BackendConfig>,
@@ -282,7 +286,10 @@ impl Config {
 
 /// Formats a TOML error as `line L, column C: message`.
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
+    let msg = e
+        .message()
+        .trim()
+        .replace("expected u64", "expected a whole number (0 or more)");
     match e.span() {
         Some(span) => {
             let (line, col) = line_col(text, span.start);
@@ -294,7 +301,18 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
                 .last()
                 .map(|l| format!(" (in {})", l.trim()))
                 .unwrap_or_default();
-            format!("line {line}, column {col}{table}: {msg}")
+            // A bad value on a `key = value` line: say which key.
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| {
+                    let (k, _) = l.split_once('=')?;
+                    (col > k.chars().count() + 1 && !k.trim().is_empty() && !k.contains('[')).then(|| k.trim())
+                })
+                .filter(|k| !msg.contains(&format!("`{k}`")))
+                .map(|k| format!("{k}: "))
+                .unwrap_or_default();
+            format!("line {line}, column {col}{table}: {key}{msg}")
         }
         None => msg,
     }
@@ -469,6 +487,7 @@ impl Validator {
         let retries = self.count(&format!("{key}.retries"), s.retries, 2, 0, 100) as u32;
         let max_connections =
             self.count(&format!("{key}.max_connections"), s.max_connections, 0, 0, 10_000_000) as usize;
+        let backlog = self.count(&format!("{key}.backlog"), s.backlog, 1024, 1, 65535) as u32;
         let health_check = s.health_check.map(|h| self.health(&format!("{key}.health_check"), h));
         if s.backend.is_empty() {
             self.err(
@@ -500,6 +519,7 @@ impl Validator {
                 idle_timeout: (!idle.is_zero()).then_some(idle),
                 retries,
                 max_connections,
+                backlog,
                 send_proxy,
                 health_check,
                 backends,
@@ -671,9 +691,10 @@ impl fmt::Display for Config {
         for s in &self.services {
             writeln!(
                 f,
-                "service {:?}: listen {} strategy {} retries {} connect_timeout_ms {} send_proxy {} health_check {}",
+                "service {:?}: listen {} backlog {} strategy {} retries {} connect_timeout_ms {} send_proxy {} health_check {}",
                 s.name,
                 s.listen,
+                s.backlog,
                 s.strategy,
                 s.retries,
                 s.connect_timeout.as_millis(),
@@ -719,8 +740,24 @@ address = "127.0.0.1:1"
         let s = &c.services[0];
         assert_eq!(s.strategy, Strategy::RoundRobin);
         assert_eq!(s.retries, 2);
+        assert_eq!(s.backlog, 1024);
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(3600)));
         assert_eq!(s.backends[0].weight, 1);
+    }
+
+    #[test]
+    fn backlog_is_bounded() {
+        let with = |v: &str| {
+            MIN.replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:0\"\nbacklog = {v}"),
+            )
+        };
+        assert_eq!(Config::parse(&with("16")).unwrap().services[0].backlog, 16);
+        for bad in ["0", "65536", "-1"] {
+            let e = Config::parse(&with(bad)).unwrap_err().join("\n");
+            assert!(e.contains("backlog"), "{bad}: {e}");
+        }
     }
 
     #[test]

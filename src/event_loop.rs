@@ -144,7 +144,7 @@ impl Proxy {
         let now = Instant::now();
         let mut services = Slab::new();
         for cfg in &config.services {
-            let l = listener::bind(cfg.listen)
+            let l = listener::bind(cfg.listen, cfg.backlog)
                 .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", cfg.listen, cfg.name))?;
             services.insert(Service::new_with_listener(cfg.clone(), l, now));
         }

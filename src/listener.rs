@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-/// Listen backlog: clients beyond `max_connections` wait here.
-pub const BACKLOG: i32 = 1024;
+/// Listen backlog of the stats listener (services have `backlog`).
+pub const BACKLOG: u32 = 1024;
 
-/// Binds a non-blocking listener on `addr` with SO_REUSEADDR.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds a non-blocking listener on `addr` with SO_REUSEADDR; up to
+/// `backlog` handshaken clients wait in the kernel until accepted.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
@@ -23,8 +24,18 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     // saves a setsockopt per client.
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
+    socket.listen(backlog_arg(backlog))?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Changes the backlog of a listening socket in place (Linux accepts a
+/// second listen(2) for that); connections already queued stay queued.
+pub fn set_backlog(l: &TcpListener, backlog: u32) -> io::Result<()> {
+    SockRef::from(l).listen(backlog_arg(backlog))
+}
+
+fn backlog_arg(backlog: u32) -> i32 {
+    i32::try_from(backlog).unwrap_or(i32::MAX)
 }
 
 /// Starts a non-blocking connect to `addr` with TCP_NODELAY set.
@@ -70,16 +81,19 @@ mod tests {
 
     #[test]
     fn bind_port_zero_and_refuse_busy_address() {
-        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = bind("127.0.0.1:0".parse().unwrap(), BACKLOG).unwrap();
         let addr = l.local_addr().unwrap();
         assert_ne!(addr.port(), 0);
-        assert!(bind(addr).is_err(), "a listening address cannot be bound twice");
+        assert!(
+            bind(addr, BACKLOG).is_err(),
+            "a listening address cannot be bound twice"
+        );
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn accepted_sockets_inherit_nodelay() {
-        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = bind("127.0.0.1:0".parse().unwrap(), BACKLOG).unwrap();
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let accepted = loop {
             match l.accept() {
@@ -89,5 +103,31 @@ mod tests {
             }
         };
         assert!(accepted.nodelay().unwrap());
+    }
+
+    /// Connections the kernel completes on `addr` while nobody accepts,
+    /// out of `n` tried: each try gives up after 300 ms (a SYN dropped by a
+    /// full queue is retried by the client only after a second).
+    pub(crate) fn completed_connects(addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+        (0..n)
+            .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).ok())
+            .collect()
+    }
+
+    #[test]
+    fn backlog_bounds_the_queue_and_can_grow_in_place() {
+        let l = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = l.local_addr().unwrap();
+        // Linux queues backlog + 1 handshaken connections.
+        let first = completed_connects(addr, 6);
+        assert_eq!(first.len(), 3, "backlog 2 queues 3");
+        set_backlog(&l, 6).unwrap();
+        let more = completed_connects(addr, 6);
+        assert_eq!(more.len(), 4, "backlog 6 queues 7, 3 already there");
+        let mut accepted = 0;
+        while l.accept().is_ok() {
+            accepted += 1;
+        }
+        assert_eq!(accepted, 7, "queued connections survive the change");
     }
 }

@@ -68,7 +68,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
     let mut fresh: HashMap<SocketAddr, TcpListener> = HashMap::new();
     for svc in &new.services {
         if !bound.contains_key(&svc.listen) {
-            let l = listener::bind(svc.listen)
+            let l = listener::bind(svc.listen, svc.backlog)
                 .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", svc.listen, svc.name))?;
             fresh.insert(svc.listen, l);
         }
@@ -117,6 +117,11 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
             .copied()
             .unwrap_or_else(|| p.services.vacant_key());
         let token = Target::Listener(key).token();
+        if registered {
+            if let Err(e) = listener::set_backlog(&l, cfg.backlog) {
+                log::warn!("service {}: cannot change the listen backlog: {e}", cfg.name);
+            }
+        }
         let r = if registered {
             p.registry().reregister(&mut l, token, Interest::READABLE)
         } else {

@@ -65,7 +65,7 @@ pub struct StatsServer {
 impl StatsServer {
     pub fn bind(cfg: &StatsConfig) -> io::Result<StatsServer> {
         Ok(StatsServer {
-            listener: listener::bind(cfg.listen)?,
+            listener: listener::bind(cfg.listen, listener::BACKLOG)?,
             accept_ready: true,
             conns: Slab::new(),
             next_id: 1,

@@ -59,6 +59,7 @@ fn check_accepts_a_good_file_and_summarises_it() {
     assert!(out.contains("valid"), "{out}");
     assert!(out.contains("service \"mysql\""), "{out}");
     assert!(out.contains("round_robin"), "alias resolved: {out}");
+    assert!(out.contains("backlog 1024"), "{out}");
     assert!(out.contains("backend 127.0.0.1:3306 weight 3"), "{out}");
     assert!(
         out.contains("backend localhost:3307 (127.0.0.1:3307) weight 1 backup"),
@@ -80,6 +81,9 @@ fn check_rejects_each_class_of_bad_file() {
         ("bad log level", "", "log_level"),
         ("bad send_proxy", "", "send_proxy"),
         ("unknown health key", "", "health_check"),
+        ("negative number", "", "retries: invalid value"),
+        ("wrong type", "", "buffer_size: invalid type"),
+        ("zero backlog", "", "backlog"),
     ];
     for (what, _, needle) in cases {
         let text = match *what {
@@ -96,6 +100,9 @@ fn check_rejects_each_class_of_bad_file() {
             "bad log level" => GOOD.replace("\"warn\"", "\"loud\""),
             "bad send_proxy" => GOOD.replace("\"v2\"", "\"v3\""),
             "unknown health key" => GOOD.replace("interval_ms = 500", "intervall_ms = 500"),
+            "negative number" => GOOD.replace("name = \"mysql\"", "name = \"mysql\"\nretries = -1"),
+            "wrong type" => GOOD.replace("[global]", "[global]\nbuffer_size = \"lots\""),
+            "zero backlog" => GOOD.replace("name = \"mysql\"", "name = \"mysql\"\nbacklog = 0"),
             _ => unreachable!(),
         };
         let (code, _out, err) = check(&text);

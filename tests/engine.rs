@@ -262,6 +262,41 @@ fn max_connections_makes_extra_clients_wait_then_serves_them() {
     assert_eq!(&one, b"3");
 }
 
+/// `backlog` sizes the kernel queue where clients past max_connections
+/// wait: Linux completes backlog + 1 handshakes there, drops the SYNs of the
+/// rest (their clients retry a second later), and the queued ones are served
+/// as soon as a slot frees up. A reload changes it in place.
+#[test]
+fn backlog_bounds_the_clients_waiting_past_max_connections() {
+    let b = Backend::echo();
+    let text = |backlog: u32| {
+        service_config(&format!("backlog = {backlog}\n"), &[b.addr])
+            .replace("[global]\n", "[global]\nmax_connections = 1\n")
+    };
+    let p = Running::start(&text(2));
+    let addr = p.addr("svc");
+    let mut held = connect(addr);
+    assert_eq!(roundtrip(&mut held, b"x"), b"x");
+    let try_connect = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+            .collect()
+    };
+    let mut waiting = try_connect(6);
+    assert_eq!(waiting.len(), 3, "backlog 2 holds 3 waiting clients");
+    p.reload(&text(5));
+    p.wait_log("reload done", SOON);
+    waiting.extend(try_connect(6));
+    assert_eq!(waiting.len(), 6, "backlog 5 holds 6 waiting clients");
+    drop(held);
+    for (i, c) in waiting.iter_mut().enumerate() {
+        let msg = format!("waiter {i}");
+        assert_eq!(roundtrip(c, msg.as_bytes()), msg.as_bytes());
+        // One slot: the next waiter is served once this one is gone.
+        c.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+}
+
 #[test]
 fn tiny_fd_limit_neither_crashes_nor_spins_and_recovers() {
     let b = Backend::echo();
