@@ -13,9 +13,10 @@ CPU 1. For each proxy it measures, in one run:
 
 CPU time is read from /proc/PID/stat (utime + stime) before and after each
 load, so it is the proxy's own work, whatever the load generator costs.
-Per-request CPU figures on a shared VM move by about 10% from run to run, so
-the wrk and redis tests run REPEAT times (default 3) and the table shows the
-median of each figure. TCP segments per request/connection (all sockets on
+Per-request CPU figures on a shared VM move by about 10% from run to run, and
+the VM itself gets faster or slower over minutes, so all proxies run at once
+and the load tests go round them REPEAT times (default 3), interleaved; the
+table shows the median of each figure. TCP segments per request/connection (all sockets on
 the machine, from /proc/net/snmp) are the deterministic counterpart: they show
 what a proxy makes the kernel do, without the noise.
 """
@@ -186,7 +187,7 @@ def start_proxy(name, tmp):
             )
         return ps, [bulk, http, redis]
     if name in ("easyproxy", "easyproxy-before"):
-        conf = os.path.join(tmp, "easyproxy.toml")
+        conf = os.path.join(tmp, name + ".toml")
         with open(conf, "w") as f:
             # The access log is off (warn) like the peers' logging here.
             f.write("[global]\nmax_connections = 9000\nlog_level = \"warn\"\n\n")
@@ -231,12 +232,9 @@ def parse_wrk(out):
     )
 
 
-def measure(name, pids, ports):
-    bulk, http, redis = ports
+def measure_idle(name, pids, http):
+    """RSS per idle open connection, on a process that has served nothing yet."""
     r = {}
-    pids = pids if isinstance(pids, list) else [pids]
-
-    # Idle memory first, on a fresh process.
     time.sleep(0.5)
     base = sum(rss_kib(p) for p in pids)
     idle_bin = os.path.join(ROOT, "target", "release", "examples", "idle")
@@ -251,9 +249,17 @@ def measure(name, pids, ports):
         held = sum(rss_kib(p) for p in pids)
         r["base_rss_mib"] = base / 1024
         r["idle_kib"] = (held - base) / IDLE_N
+    else:
+        log(f"{name}: idle clients did not connect")
     idle.kill()
     idle.wait()
     time.sleep(1)
+    return r
+
+
+def measure_round(name, pids, ports, runs):
+    """One round of every load test against one proxy; appends to `runs`."""
+    bulk, http, redis = ports
 
     # Bulk through iperf3.
     with Meter(pids) as m:
@@ -261,43 +267,46 @@ def measure(name, pids, ports):
     try:
         j = json.loads(out[out.index("{") :])
         sent = j["end"]["sum_received"]["bytes"]
-        r["bulk_gbps"] = j["end"]["sum_received"]["bits_per_second"] / 1e9
-        r["cpu_s_per_gb"] = m.used / (sent / 1e9) if sent else None
+        if sent:
+            runs["bulk"].append((j["end"]["sum_received"]["bits_per_second"] / 1e9, None, m.used / (sent / 1e9), None))
     except (ValueError, KeyError):
         log(f"{name}: iperf3 failed: {out[:300]}")
 
+    # Keep-alive HTTP, then a new connection per request.
     url = f"http://127.0.0.1:{http}/"
-    runs = {"keep": [], "close": [], "redis": []}
-    for _ in range(REPEAT):
-        # Keep-alive HTTP, then a new connection per request.
-        for test, extra in (("keep", []), ("close", ["-H", "Connection: close"])):
-            segs = tcp_out_segs()
-            with Meter(pids) as m:
-                out = run(["wrk", "-t1", f"-c{CONNS}", f"-d{DUR}s", "--latency"] + extra + [url], timeout=DUR + 30)
-            segs = tcp_out_segs() - segs
-            n, rps, p99, err = parse_wrk(out)
-            if n:
-                runs[test].append((rps, p99, m.used / n * 1e6, segs / n))
-            if err:
-                log(f"{name}: {test} socket errors: {err}")
-
-        # Redis.
-        total = 0
-        rps_sum = []
+    for test, extra in (("keep", []), ("close", ["-H", "Connection: close"])):
         segs = tcp_out_segs()
         with Meter(pids) as m:
-            out = run(
-                ["redis-benchmark", "-p", str(redis), "-q", "-n", "200000", "-c", str(CONNS), "-t", "get,set"],
-                timeout=120,
-            )
+            out = run(["wrk", "-t1", f"-c{CONNS}", f"-d{DUR}s", "--latency"] + extra + [url], timeout=DUR + 30)
         segs = tcp_out_segs() - segs
-        for match in re.finditer(r"(GET|SET): ([\d.]+) requests per second", out):
-            rps_sum.append(float(match.group(2)))
-            total += 200000
-        if rps_sum:
-            runs["redis"].append((sum(rps_sum) / len(rps_sum), None, m.used / total * 1e6, segs / total))
+        n, rps, p99, err = parse_wrk(out)
+        if n:
+            runs[test].append((rps, p99, m.used / n * 1e6, segs / n))
+        if err:
+            log(f"{name}: {test} socket errors: {err}")
 
+    # Redis.
+    total = 0
+    rps_sum = []
+    segs = tcp_out_segs()
+    with Meter(pids) as m:
+        out = run(
+            ["redis-benchmark", "-p", str(redis), "-q", "-n", "200000", "-c", str(CONNS), "-t", "get,set"],
+            timeout=120,
+        )
+    segs = tcp_out_segs() - segs
+    for match in re.finditer(r"(GET|SET): ([\d.]+) requests per second", out):
+        rps_sum.append(float(match.group(2)))
+        total += 200000
+    if rps_sum:
+        runs["redis"].append((sum(rps_sum) / len(rps_sum), None, m.used / total * 1e6, segs / total))
+
+
+def summarize(name, runs):
+    """Medians over the rounds, per figure."""
+    r = {}
     for test, keys in (
+        ("bulk", ("bulk_gbps", None, "cpu_s_per_gb", None)),
         ("keep", ("keep_rps", "keep_p99_ms", "us_per_req", "segs_per_req")),
         ("close", ("conn_rps", "conn_p99_ms", "us_per_conn", "segs_per_conn")),
         ("redis", ("redis_rps", None, "redis_us_per_req", None)),
@@ -306,7 +315,8 @@ def measure(name, pids, ports):
             if key and runs[test]:
                 r[key] = median([row[i] for row in runs[test]])
         if runs[test]:
-            log(f"{name}: {test} CPU us per unit, each run: " + ", ".join(f"{row[2]:.2f}" for row in runs[test]))
+            unit = "CPU s/GB" if test == "bulk" else "CPU us per unit"
+            log(f"{name}: {test} {unit}, each round: " + ", ".join(f"{row[2]:.3f}" for row in runs[test]))
     return r
 
 
@@ -390,6 +400,7 @@ def ratios(results):
 def main():
     only = sys.argv[1:] or [p for p in PROXIES if p != "easyproxy-before" or "EASYPROXY_BEFORE" in os.environ]
     tmp = tempfile.mkdtemp(prefix="easyproxy-compare-")
+    running = {}
     try:
         subprocess.run(["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"], check=False)
         # Ephemeral ports stay above the fixed ports used here (18xxx).
@@ -398,25 +409,30 @@ def main():
         results = {}
         log("== direct (no proxy)")
         results["direct"] = direct()
+        # Every proxy runs for the whole comparison (idle ones cost nothing),
+        # so the rounds can interleave them: a machine that gets slower or
+        # faster during the run then moves every proxy's figures alike.
         for name in only:
-            log(f"== {name}")
             pids, ports = start_proxy(name, tmp)
-            plist = [p.pid for p in pids] if isinstance(pids, list) else [pids.pid]
+            plist = pids if isinstance(pids, list) else [pids]
             for port in ports:
-                for pr in pids if isinstance(pids, list) else [pids]:
+                for pr in plist:
                     if pr.poll() is not None:
                         raise SystemExit(f"{name} exited with status {pr.returncode} (log in {tmp})")
                 wait_port(port)
-            try:
-                results[name] = measure(name, plist, ports)
-            finally:
-                for p in pids if isinstance(pids, list) else [pids]:
-                    p.send_signal(signal.SIGKILL)
-                    p.wait()
-            time.sleep(1)
+            running[name] = ([p.pid for p in plist], ports)
+            log(f"== {name}: idle memory")
+            results[name] = measure_idle(name, running[name][0], ports[1])
+        runs = {name: {"bulk": [], "keep": [], "close": [], "redis": []} for name in only}
+        for round_no in range(REPEAT):
+            for name in only:
+                log(f"== round {round_no + 1}/{REPEAT}: {name}")
+                measure_round(name, running[name][0], running[name][1], runs[name])
+        for name in only:
+            results[name].update(summarize(name, runs[name]))
         print(f"\nproxy pinned to CPU {PROXY_CPU}, load and backends on CPU {LOAD_CPU}; "
               f"{DUR}s per test, {CONNS} connections, {IDLE_N} idle connections; "
-              f"wrk and redis figures are medians of {REPEAT} runs\n")
+              f"load figures are medians of {REPEAT} rounds, proxies interleaved\n")
         print(table(results))
         print()
         print(ratios(results))
