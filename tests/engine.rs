@@ -588,3 +588,36 @@ fn proxy_header_and_early_bytes_reach_the_backend_that_finally_answers() {
     assert_eq!(&rest, b"early");
     assert!(p.log_text().contains("connect failed (refused"));
 }
+
+/// IPv6 on either side: a service listening on [::1] relays to an IPv4
+/// backend and tells it with PROXY v1 that the client came over TCP6; an
+/// IPv4 service relays to an IPv6 backend.
+#[test]
+fn ipv6_listeners_and_backends() {
+    let Ok(v6_listener) = std::net::TcpListener::bind("[::1]:0") else {
+        // A machine without IPv6 loopback cannot run this one.
+        eprintln!("ipv6_listeners_and_backends: no [::1] here, not run");
+        return;
+    };
+    let (v4_backend, rx) = header_line_backend();
+    let v6_echo = Backend::spawn_on(v6_listener, echo_conn);
+    let cfg = format!(
+        "[global]\nlog_level = \"debug\"\n\n\
+         [[service]]\nname = \"v6in\"\nlisten = \"[::1]:0\"\nsend_proxy = \"v1\"\n\
+         [[service.backend]]\naddress = \"{}\"\n\n\
+         [[service]]\nname = \"v6out\"\nlisten = \"127.0.0.1:0\"\n\
+         [[service.backend]]\naddress = \"{}\"\n",
+        v4_backend.addr, v6_echo.addr
+    );
+    let p = Running::start(&cfg);
+    let front = p.addr("v6in");
+    assert!(front.is_ipv6(), "{front}");
+    let mut c = connect(front);
+    c.write_all(b"hello").unwrap();
+    let (line, rest) = rx.recv_timeout(SOON).unwrap();
+    let client_port = c.local_addr().unwrap().port();
+    assert_eq!(line, format!("PROXY TCP6 ::1 ::1 {client_port} {}\r\n", front.port()));
+    assert_eq!(&rest, b"hello");
+    let mut c = connect(p.addr("v6out"));
+    assert_eq!(roundtrip(&mut c, b"over v6"), b"over v6");
+}
