@@ -59,7 +59,16 @@ impl Loader {
         let spawned = std::thread::Builder::new()
             .name("easyproxy-config".into())
             .spawn(move || {
-                let loaded = Config::load(&thread_path).map_err(|e| e.to_string().replace('\n', "; "));
+                // A panic here must still answer, or every later reload
+                // would wait behind this one for ever.
+                let loaded = std::panic::catch_unwind(|| Config::load(&thread_path))
+                    .unwrap_or_else(|_| {
+                        Err(crate::config::ConfigError {
+                            path: thread_path.clone(),
+                            problems: vec!["internal error while reading the file".into()],
+                        })
+                    })
+                    .map_err(|e| e.to_string().replace('\n', "; "));
                 // The loop may be gone (stopping): nothing to report to then.
                 if tx.send(loaded).is_ok() {
                     let _ = waker.wake();
