@@ -146,6 +146,7 @@ impl Proxy {
         for cfg in &config.services {
             let l = listener::bind(cfg.listen, cfg.backlog)
                 .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", cfg.listen, cfg.name))?;
+            listener::warn_if_capped(&cfg.name, cfg.backlog);
             services.insert(Service::new_with_listener(cfg.clone(), l, now));
         }
         let stats = match &config.stats {

@@ -34,6 +34,23 @@ pub fn set_backlog(l: &TcpListener, backlog: u32) -> io::Result<()> {
     SockRef::from(l).listen(backlog_arg(backlog))
 }
 
+/// The kernel's cap on listen backlogs, if it can be read.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Says so in the log when the kernel will quietly use a smaller backlog
+/// than the one configured.
+pub fn warn_if_capped(service: &str, backlog: u32) {
+    if let Some(cap) = somaxconn().filter(|&cap| backlog > cap) {
+        log::warn!("service {service}: backlog {backlog} is capped at {cap} by net.core.somaxconn");
+    }
+}
+
 fn backlog_arg(backlog: u32) -> i32 {
     i32::try_from(backlog).unwrap_or(i32::MAX)
 }

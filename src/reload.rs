@@ -117,6 +117,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
             .copied()
             .unwrap_or_else(|| p.services.vacant_key());
         let token = Target::Listener(key).token();
+        listener::warn_if_capped(&cfg.name, cfg.backlog);
         if registered {
             if let Err(e) = listener::set_backlog(&l, cfg.backlog) {
                 log::warn!("service {}: cannot change the listen backlog: {e}", cfg.name);

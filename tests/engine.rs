@@ -297,6 +297,25 @@ fn backlog_bounds_the_clients_waiting_past_max_connections() {
     }
 }
 
+/// A backlog the kernel will cap is said in the log, not silently shrunk.
+#[test]
+fn a_backlog_above_somaxconn_is_logged() {
+    let b = Backend::echo();
+    let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let p = Running::start(&service_config("backlog = 65535\n", &[b.addr]));
+    if cap < 65535 {
+        p.wait_log(&format!("backlog 65535 is capped at {cap} by net.core.somaxconn"), SOON);
+    } else {
+        assert!(!p.log_text().contains("somaxconn"));
+    }
+    let mut c = connect(p.addr("svc"));
+    assert_eq!(roundtrip(&mut c, b"x"), b"x");
+}
+
 #[test]
 fn tiny_fd_limit_neither_crashes_nor_spins_and_recovers() {
     let b = Backend::echo();
