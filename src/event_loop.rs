@@ -440,7 +440,7 @@ impl Proxy {
             return false;
         }
         // A stats listener stopped at its per-turn batch gets no new edge.
-        if self.stats.as_ref().is_some_and(|s| s.accept_ready) {
+        if self.stats.as_ref().is_some_and(|s| s.wants_accept()) {
             return true;
         }
         if !self.has_global_room() {
@@ -932,8 +932,13 @@ impl Proxy {
 
     fn accept_stats(&mut self, now: Instant) {
         let Some(mut stats) = self.stats.take() else { return };
-        if stats.accept_ready && self.accept_paused_until.is_none() {
-            if let Err(e) = stats.accept(self.poll.registry(), &mut self.timers, now) {
+        if stats.wants_accept() && self.accept_paused_until.is_none() {
+            // As for a request: the server reads the whole proxy to answer.
+            self.timers_pending = self.timers.len();
+            let mut timers = std::mem::take(&mut self.timers);
+            let r = stats.accept(self, &mut timers, now);
+            self.timers = timers;
+            if let Err(e) = r {
                 if listener::is_resource_exhaustion(&e) {
                     warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
                     self.pause_accepting(now);

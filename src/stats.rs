@@ -4,8 +4,11 @@
 //! `/metrics` Prometheus text. Requests are parsed with httparse; every
 //! connection answers one request and closes. Hostile clients are bounded:
 //! the request head is capped, each connection has a deadline, and when all
-//! slots are taken the oldest connection still waiting for its request is
-//! evicted, so a new request is always answered and the proxy never waits.
+//! slots are taken a new client takes the slot of one that is done (answer
+//! sent, waiting for the client to close) or of the oldest one that has sat
+//! on its slot without a complete request for a while; with neither, new
+//! clients wait in the listen backlog. A request that arrived with its
+//! connection is answered at once, in the turn that accepts it.
 
 use std::fmt::Write as _;
 use std::io::{self, ErrorKind, Read};
@@ -34,6 +37,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 /// Accepts per loop turn.
 const ACCEPT_BATCH: usize = 64;
+/// How long a connection keeps its slot, at least, while its request is
+/// still incomplete (slow, not yet hostile).
+const EVICT_MIN_AGE: Duration = Duration::from_millis(200);
 
 enum Stage {
     Reading,
@@ -56,6 +62,9 @@ struct Conn {
 pub struct StatsServer {
     listener: TcpListener,
     pub accept_ready: bool,
+    /// Every slot is taken and none can be given up yet: accepting waits
+    /// until a connection ends or grows old enough to evict.
+    blocked: bool,
     conns: Slab<Conn>,
     next_id: u64,
     /// Time a client has to send its request and read the answer.
@@ -67,6 +76,7 @@ impl StatsServer {
         Ok(StatsServer {
             listener: listener::bind(cfg.listen, listener::BACKLOG)?,
             accept_ready: true,
+            blocked: false,
             conns: Slab::new(),
             next_id: 1,
             timeout: cfg.timeout,
@@ -92,10 +102,20 @@ impl StatsServer {
         self.listener.local_addr().ok()
     }
 
-    /// Accepts waiting clients, evicting the oldest one still waiting for its
-    /// request when every slot is taken.
-    pub fn accept(&mut self, registry: &mio::Registry, timers: &mut Timers, now: Instant) -> io::Result<()> {
+    /// Whether there are clients to accept and room (or a slot to free).
+    pub fn wants_accept(&self) -> bool {
+        self.accept_ready && !self.blocked
+    }
+
+    /// Accepts waiting clients and answers the ones whose request is already
+    /// there; when every slot is taken, frees one if it can (see the module
+    /// documentation) or leaves the rest in the backlog.
+    pub fn accept(&mut self, proxy: &Proxy, timers: &mut Timers, now: Instant) -> io::Result<()> {
         for _ in 0..ACCEPT_BATCH {
+            if self.conns.len() >= MAX_CONNS && !self.evict_one(now) {
+                self.blocked = true;
+                return Ok(());
+            }
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -105,12 +125,10 @@ impl StatsServer {
                 Err(e) if listener::is_transient_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
-            if self.conns.len() >= MAX_CONNS {
-                self.evict_one();
-            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if registry
+            if proxy
+                .registry()
                 .register(
                     &mut stream,
                     Target::StatsClient(key).token(),
@@ -123,7 +141,7 @@ impl StatsServer {
             let id = self.next_id;
             self.next_id += 1;
             let deadline = now + self.timeout;
-            entry.insert(Conn {
+            let conn = entry.insert(Conn {
                 id,
                 stream,
                 stage: Stage::Reading,
@@ -133,25 +151,40 @@ impl StatsServer {
                 accepted: now,
                 deadline,
             });
-            timers.add(deadline, TimerKind::StatsConn(key, id));
+            // First wake-up when the slot becomes evictable; the timer then
+            // moves on to the deadline.
+            timers.add(deadline.min(now + EVICT_MIN_AGE), TimerKind::StatsConn(key, id));
+            if conn.step(proxy, timers, key, now).is_err() {
+                self.conns.remove(key);
+            }
         }
         Ok(())
     }
 
-    fn evict_one(&mut self) {
+    /// Frees a slot: a connection already answered, else the oldest one
+    /// that has waited EVICT_MIN_AGE without a complete request.
+    fn evict_one(&mut self, now: Instant) -> bool {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c.stage, Stage::Reading))
+            .filter(|(_, c)| matches!(c.stage, Stage::Draining(_)))
             .min_by_key(|(_, c)| c.accepted)
-            .or_else(|| self.conns.iter().min_by_key(|(_, c)| c.accepted))
+            .or_else(|| {
+                self.conns
+                    .iter()
+                    .filter(|(_, c)| {
+                        matches!(c.stage, Stage::Reading) && now.saturating_duration_since(c.accepted) >= EVICT_MIN_AGE
+                    })
+                    .min_by_key(|(_, c)| c.accepted)
+            })
             .map(|(k, _)| k);
-        if let Some(k) = victim {
-            log::debug!(
-                "stats: {} connections open, evicting the oldest idle one",
-                self.conns.len()
-            );
-            self.conns.remove(k);
+        match victim {
+            Some(k) => {
+                log::debug!("stats: {} connections open, closing one to make room", self.conns.len());
+                self.conns.remove(k);
+                true
+            }
+            None => false,
         }
     }
 
@@ -160,10 +193,13 @@ impl StatsServer {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.step(proxy, timers, key, now).is_err() {
             self.conns.remove(key);
+            self.blocked = false;
         }
     }
 
     pub fn on_timer(&mut self, key: usize, id: u64, now: Instant, timers: &mut Timers) {
+        // A slot may have become evictable, or frees up now.
+        self.blocked = false;
         let Some(conn) = self.conns.get(key) else { return };
         if conn.id != id {
             return;

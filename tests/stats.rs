@@ -280,3 +280,35 @@ fn more_waiting_stats_clients_than_one_accept_batch_are_all_served() {
     assert_eq!(split_response(&raw).0, 200);
     drop(idle);
 }
+
+/// More clients at once than stats slots, each asking again as soon as it
+/// is answered (what `wrk -c100` does): every request is answered. Before,
+/// each new connection evicted one accepted a moment earlier whose request
+/// had not been read yet, and most requests failed.
+#[test]
+fn more_concurrent_clients_than_slots_are_all_answered() {
+    let b = Backend::echo();
+    let p = Running::start(&config_with_stats(&[b.addr], ""));
+    let stats = p.stats_addr();
+    let clients: Vec<_> = (0..150)
+        .map(|_| {
+            thread::spawn(move || {
+                (0..4)
+                    .filter(|_| {
+                        let Ok(mut s) = TcpStream::connect(stats) else {
+                            return false;
+                        };
+                        let _ = s.set_read_timeout(Some(SOON));
+                        if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").is_err() {
+                            return false;
+                        }
+                        let mut raw = Vec::new();
+                        s.read_to_end(&mut raw).is_ok() && split_response(&raw).0 == 200
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let answered: usize = clients.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(answered, 600, "every request answered");
+}
