@@ -12,6 +12,7 @@ pub mod buffer;
 pub mod config;
 pub mod event_loop;
 pub mod health;
+pub mod limits;
 pub mod listener;
 pub mod loader;
 pub mod logsink;

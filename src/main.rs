@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         eprintln!("easyproxy: {e}");
         return ExitCode::from(1);
     }
-    raise_fd_limit(config.global.max_connections);
+    easyproxy::limits::raise_fd_limit(config.global.max_connections);
     let pid_file = config.global.pid_file.clone();
     let mut proxy = match Proxy::new(config, Some(args.config.clone())) {
         Ok(p) => p,
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        if let Err(e) = easyproxy::limits::write_pid_file(path) {
             eprintln!("easyproxy: cannot write pid file {}: {e}", path.display());
             return ExitCode::from(1);
         }
@@ -70,7 +70,8 @@ fn main() -> ExitCode {
     );
     let result = proxy.run();
     log::logger().flush();
-    if let Some(path) = &pid_file {
+    // A reload may have moved the pid file (or failed to, keeping the first).
+    for path in [&pid_file, &proxy.config.global.pid_file].into_iter().flatten() {
         remove_pid_file(path);
     }
     match result {
@@ -81,38 +82,6 @@ fn main() -> ExitCode {
             eprintln!("easyproxy: event loop failed: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Raises the soft RLIMIT_NOFILE towards what `max_connections` needs (two
-/// descriptors per connection, plus pipes and probes), as far as the hard
-/// limit allows, like HAProxy does; warns when the hard limit is too low.
-fn raise_fd_limit(max_connections: usize) {
-    let need = (max_connections as libc::rlim_t).saturating_mul(2);
-    let want = need.saturating_add(256);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return;
-    }
-    if lim.rlim_cur >= want {
-        return;
-    }
-    let old = lim.rlim_cur;
-    lim.rlim_cur = want.min(lim.rlim_max);
-    // SAFETY: as above.
-    if lim.rlim_cur > old && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
-        log::info!("file descriptor limit raised from {old} to {}", lim.rlim_cur);
-    }
-    if lim.rlim_cur < need {
-        log::warn!(
-            "file descriptor limit {} is below the {need} that max_connections = {max_connections} needs; \
-             past it new clients wait (raise the hard limit, e.g. LimitNOFILE in systemd)",
-            lim.rlim_cur
-        );
     }
 }
 

@@ -206,6 +206,12 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
             log::info!("service {name} listening on {addr}");
         }
     }
+    if new.global.max_connections > p.config.global.max_connections {
+        crate::limits::raise_fd_limit(new.global.max_connections);
+    }
+    if new.global.pid_file != p.config.global.pid_file {
+        move_pid_file(p.config.global.pid_file.as_deref(), new.global.pid_file.as_deref());
+    }
     p.set_config(new);
     Ok(summary.to_string())
 }
@@ -262,4 +268,18 @@ fn update_backends(svc: &mut Service, cfg: &ServiceConfig, summary: &mut Summary
         }
     }
     bal.rebuild();
+}
+
+/// A reload that changes `pid_file` writes the new one and removes the old
+/// (as nginx does); failing to write it is logged, not fatal.
+fn move_pid_file(old: Option<&std::path::Path>, new: Option<&std::path::Path>) {
+    if let Some(path) = new {
+        if let Err(e) = crate::limits::write_pid_file(path) {
+            log::error!("cannot write pid file {}: {e}", path.display());
+            return;
+        }
+    }
+    if let Some(path) = old {
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -404,3 +404,43 @@ fn a_reload_stuck_reading_the_file_stops_no_traffic() {
     assert_eq!(j["reloads"], 2);
     assert_eq!(j["reloads_failed"], 0);
 }
+
+/// A reload that raises max_connections raises the soft descriptor limit to
+/// match, and a changed pid_file moves (new written, old removed, the new
+/// one removed at exit).
+#[test]
+fn reload_raises_the_descriptor_limit_and_moves_the_pid_file() {
+    let a = Backend::echo();
+    let listen = free_addr();
+    let dir = TempDir::new();
+    let (pid1, pid2) = (dir.path("one.pid"), dir.path("two.pid"));
+    let text = |max: u32, pid: &std::path::Path| {
+        cfg(listen, "round_robin", &[(a.addr, "")], "").replace(
+            "[global]\n",
+            &format!("[global]\nmax_connections = {max}\npid_file = \"{}\"\n", pid.display()),
+        )
+    };
+    let mut p = Running::start_with(&text(10, &pid1), |cmd| under_ulimit(cmd, "-Sn 64"));
+    let soft = || {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        let hard: u64 = line.split_whitespace().nth(4).unwrap().parse().unwrap_or(u64::MAX);
+        (soft, hard)
+    };
+    let (before, hard) = soft();
+    assert!(before < 2000, "{before}");
+    assert!(pid1.exists());
+    reload_and_wait(&p, &text(1000, &pid2), "reload done");
+    let (after, _) = soft();
+    assert!(after >= 2000.min(hard), "soft limit still {after} (hard {hard})");
+    assert_eq!(std::fs::read_to_string(&pid2).unwrap().trim(), p.pid().to_string());
+    assert!(!pid1.exists(), "the old pid file is removed");
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_exit(SOON).success());
+    assert!(!pid2.exists());
+}
