@@ -253,7 +253,9 @@ fn descriptor_count_stays_flat_across_many_probe_cycles() {
         fds_after <= fds_before + 3,
         "descriptors grew from {fds_before} to {fds_after}"
     );
-    assert!(p.count_log("is DOWN") >= 2, "the dead and the mute backend are down");
+    wait_for("the dead and the mute backend to be down", SOON, || {
+        (p.count_log("is DOWN") >= 2).then_some(())
+    });
 }
 
 /// A fake MySQL server: greets, reads the login, answers `auth_reply`
