@@ -318,6 +318,16 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// Two listen addresses that cannot both be bound: the same port on the
+/// same address, or with a wildcard address of the same family (0.0.0.0:80
+/// takes 127.0.0.1:80 too). Port 0 never clashes.
+fn listens_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let upto = text.get(..offset.min(text.len())).unwrap_or("");
     let line = upto.matches('\n').count() + 1;
@@ -407,17 +417,16 @@ impl Validator {
                         format!("duplicate service name {:?}", svc.name),
                     );
                 }
-                let port0 = svc.listen.port() == 0;
-                if let Some(o) = services.iter().find(|o| o.listen == svc.listen && !port0) {
+                if let Some(o) = services.iter().find(|o| listens_overlap(o.listen, svc.listen)) {
                     self.err(
                         &format!("service[{i}].listen"),
-                        format!("{} is already used by service {:?}", svc.listen, o.name),
+                        format!("{} is already used by service {:?} ({})", svc.listen, o.name, o.listen),
                     );
                 }
-                if !port0 && stats.as_ref().is_some_and(|st| st.listen == svc.listen) {
+                if let Some(st) = stats.as_ref().filter(|st| listens_overlap(st.listen, svc.listen)) {
                     self.err(
                         &format!("service[{i}].listen"),
-                        format!("{} is already used by [stats]", svc.listen),
+                        format!("{} is already used by [stats] ({})", svc.listen, st.listen),
                     );
                 }
                 services.push(svc);
@@ -743,6 +752,39 @@ address = "127.0.0.1:1"
         assert_eq!(s.backlog, 1024);
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(3600)));
         assert_eq!(s.backends[0].weight, 1);
+    }
+
+    #[test]
+    fn overlapping_listen_addresses_are_errors() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[[service]]\nname = \"a\"\nlisten = \"{a}\"\n[[service.backend]]\naddress = \"127.0.0.1:1\"\n\
+                 [[service]]\nname = \"b\"\nlisten = \"{b}\"\n[[service.backend]]\naddress = \"127.0.0.1:1\"\n"
+            )
+        };
+        for (a, b) in [
+            ("127.0.0.1:9000", "127.0.0.1:9000"),
+            ("0.0.0.0:9000", "127.0.0.1:9000"),
+            ("127.0.0.2:9000", "0.0.0.0:9000"),
+            ("[::]:9000", "[::1]:9000"),
+        ] {
+            let e = Config::parse(&two(a, b)).unwrap_err().join("\n");
+            assert!(e.contains("is already used by service \"a\""), "{a} {b}: {e}");
+        }
+        for (a, b) in [
+            ("127.0.0.1:9000", "127.0.0.2:9000"),
+            ("127.0.0.1:9000", "127.0.0.1:9001"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("0.0.0.0:0", "127.0.0.1:0"),
+        ] {
+            assert!(Config::parse(&two(a, b)).is_ok(), "{a} {b}");
+        }
+        let stats = format!(
+            "[stats]\nlisten = \"0.0.0.0:9000\"\n{}",
+            two("127.0.0.1:9000", "127.0.0.1:9001")
+        );
+        let e = Config::parse(&stats).unwrap_err().join("\n");
+        assert!(e.contains("is already used by [stats]"), "{e}");
     }
 
     #[test]
