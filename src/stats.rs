@@ -5,9 +5,10 @@
 //! connection answers one request and closes. Hostile clients are bounded:
 //! the request head is capped, each connection has a deadline, and when all
 //! slots are taken a new client takes the slot of one that is done (answer
-//! sent, waiting for the client to close) or of the oldest one that has sat
-//! on its slot without a complete request for a while; with neither, new
-//! clients wait in the listen backlog. A request that arrived with its
+//! sent, waiting for the client to close), else of the oldest one that has
+//! sat on its slot for a while without a complete request, else of the
+//! oldest one not reading its answer; with none of these, new clients wait
+//! in the listen backlog. A request that arrived with its
 //! connection is answered at once, in the turn that accepts it.
 
 use std::fmt::Write as _;
@@ -162,21 +163,18 @@ impl StatsServer {
     }
 
     /// Frees a slot: a connection already answered, else the oldest one
-    /// that has waited EVICT_MIN_AGE without a complete request.
+    /// that has waited EVICT_MIN_AGE without a complete request, else the
+    /// oldest that has not taken its answer in that time.
     fn evict_one(&mut self, now: Instant) -> bool {
         let victim = self
             .conns
             .iter()
             .filter(|(_, c)| matches!(c.stage, Stage::Draining(_)))
             .min_by_key(|(_, c)| c.accepted)
-            .or_else(|| {
-                self.conns
-                    .iter()
-                    .filter(|(_, c)| {
-                        matches!(c.stage, Stage::Reading) && now.saturating_duration_since(c.accepted) >= EVICT_MIN_AGE
-                    })
-                    .min_by_key(|(_, c)| c.accepted)
-            })
+            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Reading)))
+            // A client that does not read its answer holds the slot no
+            // longer than one that does not send its request.
+            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Writing)))
             .map(|(k, _)| k);
         match victim {
             Some(k) => {
@@ -186,6 +184,15 @@ impl StatsServer {
             }
             None => false,
         }
+    }
+
+    /// The oldest connection in a matching stage that has had its slot for
+    /// EVICT_MIN_AGE.
+    fn oldest_stale(&self, now: Instant, stage: impl Fn(&Stage) -> bool) -> Option<(usize, &Conn)> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| stage(&c.stage) && now.saturating_duration_since(c.accepted) >= EVICT_MIN_AGE)
+            .min_by_key(|(_, c)| c.accepted)
     }
 
     /// Readiness on a stats connection: read the request, answer, drain, close.
@@ -728,6 +735,82 @@ fn html(proxy: &Proxy, now: Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server with one connection per given stage, accepted at the given
+    /// offsets (ms) before `now`.
+    fn server_with(stages: Vec<(Stage, u64)>, now: Instant) -> (StatsServer, Vec<std::net::TcpStream>) {
+        let cfg = StatsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            timeout: Duration::from_secs(10),
+        };
+        let mut server = StatsServer::bind(&cfg).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        for (stage, ago) in stages {
+            clients.push(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
+            let (accepted, _) = l.accept().unwrap();
+            let since = now - Duration::from_millis(ago);
+            let id = server.next_id;
+            server.next_id += 1;
+            server.conns.insert(Conn {
+                id,
+                stream: TcpStream::from_std(accepted),
+                stage,
+                head: Vec::new(),
+                out: Vec::new(),
+                written: 0,
+                accepted: since,
+                deadline: since + cfg.timeout,
+            });
+        }
+        (server, clients)
+    }
+
+    fn stages_left(server: &StatsServer) -> Vec<&'static str> {
+        server
+            .conns
+            .iter()
+            .map(|(_, c)| match c.stage {
+                Stage::Reading => "reading",
+                Stage::Writing => "writing",
+                Stage::Draining(_) => "draining",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn eviction_order_answered_then_stale_senders_then_stale_readers() {
+        let now = Instant::now() + Duration::from_secs(5);
+        let (mut s, _c) = server_with(
+            vec![
+                (Stage::Writing, 1000),
+                (Stage::Reading, 1000),
+                (Stage::Reading, 50),
+                (Stage::Draining(0), 10),
+            ],
+            now,
+        );
+        assert!(s.evict_one(now));
+        assert_eq!(
+            stages_left(&s),
+            ["writing", "reading", "reading"],
+            "the answered one goes first"
+        );
+        assert!(s.evict_one(now));
+        assert_eq!(stages_left(&s), ["writing", "reading"], "then the stale sender");
+        assert_eq!(
+            s.conns.iter().nth(1).map(|(_, c)| c.accepted),
+            Some(now - Duration::from_millis(50))
+        );
+        assert!(s.evict_one(now));
+        assert_eq!(
+            stages_left(&s),
+            ["reading"],
+            "then one not reading its answer for 200 ms"
+        );
+        assert!(!s.evict_one(now), "a young connection keeps its slot");
+        assert!(s.evict_one(now + EVICT_MIN_AGE), "until it has had it for 200 ms");
+    }
 
     #[test]
     fn parse_classes() {
