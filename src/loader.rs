@@ -61,28 +61,18 @@ impl Loader {
             .spawn(move || {
                 // A panic here must still answer, or every later reload
                 // would wait behind this one for ever.
-                let loaded = std::panic::catch_unwind(|| Config::load(&thread_path))
-                    .unwrap_or_else(|_| {
-                        Err(crate::config::ConfigError {
-                            path: thread_path.clone(),
-                            problems: vec!["internal error while reading the file".into()],
-                        })
-                    })
-                    .map_err(|e| e.to_string().replace('\n', "; "));
+                let loaded = std::panic::catch_unwind(|| read(&thread_path))
+                    .unwrap_or_else(|_| Err("internal error while reading the file".into()));
                 // The loop may be gone (stopping): nothing to report to then.
                 if tx.send(loaded).is_ok() {
                     let _ = waker.wake();
                 }
             });
-        match spawned {
-            Ok(_) => {}
-            Err(e) => {
-                // No thread to be had: read in the loop rather than not at all.
-                let loaded = Config::load(&path)
-                    .map_err(|c| format!("{} (read in the event loop: {e})", c.to_string().replace('\n', "; ")));
-                let _ = self.tx.send(loaded);
-                let _ = self.waker.wake();
-            }
+        if let Err(e) = spawned {
+            // No thread to be had: read in the loop rather than not at all.
+            log::warn!("no thread for reading the configuration ({e}); reading it in the event loop");
+            let _ = self.tx.send(read(&path));
+            let _ = self.waker.wake();
         }
         self.running = Some(path);
         true
@@ -98,6 +88,11 @@ impl Loader {
         }
         Some(loaded)
     }
+}
+
+/// Reads, validates and resolves the file; errors on one line.
+fn read(path: &std::path::Path) -> Loaded {
+    Config::load(path).map_err(|e| e.to_string().replace('\n', "; "))
 }
 
 #[cfg(test)]

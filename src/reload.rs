@@ -89,10 +89,11 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         stats_changed: new_stats != old_stats,
         ..Summary::default()
     };
-    let mut taken: HashMap<SocketAddr, TcpListener> = HashMap::new();
+    // Listeners already bound, with the backlog they listen with.
+    let mut taken: HashMap<SocketAddr, (TcpListener, u32)> = HashMap::new();
     for (_, svc) in p.services.iter_mut().filter(|(_, s)| !s.removed) {
         if let Some(l) = svc.listener.take() {
-            taken.insert(svc.cfg.listen, l);
+            taken.insert(svc.cfg.listen, (l, svc.cfg.backlog));
         }
     }
     let by_name: HashMap<String, usize> = p
@@ -106,9 +107,20 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         // A listener already registered moves to its (possibly new) token;
         // a freshly bound one is registered for the first time.
         let (mut l, registered) = match taken.remove(&cfg.listen) {
-            Some(l) => (l, true),
+            Some((l, backlog)) => {
+                if backlog != cfg.backlog {
+                    if let Err(e) = listener::set_backlog(&l, cfg.backlog) {
+                        log::warn!("service {}: cannot change the listen backlog: {e}", cfg.name);
+                    }
+                    listener::warn_if_capped(&cfg.name, cfg.backlog);
+                }
+                (l, true)
+            }
             None => match fresh.remove(&cfg.listen) {
-                Some(l) => (l, false),
+                Some(l) => {
+                    listener::warn_if_capped(&cfg.name, cfg.backlog);
+                    (l, false)
+                }
                 None => continue, // cannot happen: phase 1 bound every address
             },
         };
@@ -117,12 +129,6 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
             .copied()
             .unwrap_or_else(|| p.services.vacant_key());
         let token = Target::Listener(key).token();
-        listener::warn_if_capped(&cfg.name, cfg.backlog);
-        if registered {
-            if let Err(e) = listener::set_backlog(&l, cfg.backlog) {
-                log::warn!("service {}: cannot change the listen backlog: {e}", cfg.name);
-            }
-        }
         let r = if registered {
             p.registry().reregister(&mut l, token, Interest::READABLE)
         } else {
@@ -179,7 +185,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         p.remove_probes(key);
         p.drop_removed_service(key);
     }
-    for (_, mut l) in taken {
+    for (_, (mut l, _)) in taken {
         let _ = p.registry().deregister(&mut l);
     }
 

@@ -244,9 +244,6 @@ fn soft_descriptor_limit_is_raised_for_max_connections() {
     let b = Backend::echo();
     let cfg = service_config("", &[b.addr]).replace("[global]\n", "[global]\nmax_connections = 1000\n");
     let p = Running::start_with(&cfg, |cmd| under_ulimit(cmd, "-Sn 64"));
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
-    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-    let hard: u64 = line.split_whitespace().nth(4).unwrap().parse().unwrap_or(u64::MAX);
+    let (soft, hard) = fd_limits(p.pid());
     assert!(soft >= 2000.min(hard), "soft limit still {soft} (hard {hard})");
 }

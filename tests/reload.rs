@@ -421,22 +421,11 @@ fn reload_raises_the_descriptor_limit_and_moves_the_pid_file() {
         )
     };
     let mut p = Running::start_with(&text(10, &pid1), |cmd| under_ulimit(cmd, "-Sn 64"));
-    let soft = || {
-        let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .unwrap()
-            .to_string();
-        let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-        let hard: u64 = line.split_whitespace().nth(4).unwrap().parse().unwrap_or(u64::MAX);
-        (soft, hard)
-    };
-    let (before, hard) = soft();
+    let (before, hard) = fd_limits(p.pid());
     assert!(before < 2000, "{before}");
     assert!(pid1.exists());
     reload_and_wait(&p, &text(1000, &pid2), "reload done");
-    let (after, _) = soft();
+    let (after, _) = fd_limits(p.pid());
     assert!(after >= 2000.min(hard), "soft limit still {after} (hard {hard})");
     assert_eq!(std::fs::read_to_string(&pid2).unwrap().trim(), p.pid().to_string());
     assert!(!pid1.exists(), "the old pid file is removed");

@@ -232,6 +232,17 @@ impl Drop for Running {
     }
 }
 
+/// The soft and hard RLIMIT_NOFILE of a process (hard: u64::MAX when
+/// unlimited).
+pub fn fd_limits(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let mut f = line.split_whitespace().skip(3);
+    let soft = f.next().unwrap().parse().unwrap();
+    let hard = f.next().unwrap().parse().unwrap_or(u64::MAX);
+    (soft, hard)
+}
+
 pub fn proc_status_field(pid: i32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
