@@ -931,32 +931,33 @@ impl Proxy {
     // ---- stats --------------------------------------------------------------
 
     fn accept_stats(&mut self, now: Instant) {
-        let Some(mut stats) = self.stats.take() else { return };
-        if stats.wants_accept() && self.accept_paused_until.is_none() {
-            // As for a request: the server reads the whole proxy to answer.
-            self.timers_pending = self.timers.len();
-            let mut timers = std::mem::take(&mut self.timers);
-            let r = stats.accept(self, &mut timers, now);
-            self.timers = timers;
-            if let Err(e) = r {
-                if listener::is_resource_exhaustion(&e) {
-                    warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
-                    self.pause_accepting(now);
-                }
+        let ready = self.stats.as_ref().is_some_and(|s| s.wants_accept());
+        if !ready || self.accept_paused_until.is_some() {
+            return;
+        }
+        if let Some(Err(e)) = self.with_stats(|stats, proxy, timers| stats.accept(proxy, timers, now)) {
+            if listener::is_resource_exhaustion(&e) {
+                warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
+                self.pause_accepting(now);
             }
         }
-        self.stats = Some(stats);
     }
 
     fn on_stats_client(&mut self, key: usize, now: Instant) {
-        // The stats server reads the whole proxy while it answers, so it and
-        // the timers are taken out for the call.
-        let Some(mut stats) = self.stats.take() else { return };
+        self.with_stats(|stats, proxy, timers| stats.on_event(key, proxy, timers, now));
+    }
+
+    /// Runs `f` on the stats server with the rest of the proxy to read: the
+    /// server (which answers from the whole proxy) and the timers are taken
+    /// out for the call.
+    fn with_stats<R>(&mut self, f: impl FnOnce(&mut StatsServer, &Proxy, &mut Timers) -> R) -> Option<R> {
+        let mut stats = self.stats.take()?;
         self.timers_pending = self.timers.len();
         let mut timers = std::mem::take(&mut self.timers);
-        stats.on_event(key, self, &mut timers, now);
+        let r = f(&mut stats, self, &mut timers);
         self.timers = timers;
         self.stats = Some(stats);
+        Some(r)
     }
 }
 
