@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use easyproxy::balancer::{hash_ip, Balancer};
+use easyproxy::balance::{hash_ip, Balancer};
 use easyproxy::config::{BackendConfig, Strategy};
 
 fn backends(n: usize) -> Vec<BackendConfig> {

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use easyproxy::buffer::Buffer;
-use easyproxy::pump;
+use easyproxy::io::buffer::Buffer;
+use easyproxy::io::pump;
 use easyproxy::{Config, Proxy};
 
 fn echo_backend() -> SocketAddr {

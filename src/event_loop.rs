@@ -17,17 +17,17 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll};
 use slab::Slab;
 
-use crate::balancer::Balancer;
-use crate::buffer::{BufferPool, Pools};
+use crate::balance::health::{CheckResult, Transition};
+use crate::balance::Balancer;
 use crate::config::{Config, SendProxy, ServiceConfig};
-use crate::health::{CheckResult, Transition};
-use crate::listener;
-use crate::loader::Loader;
-use crate::pair::{End, Pair, Phase, Preamble, Side};
-use crate::pipe::PipePool;
-use crate::probe::Prober;
-use crate::proxy_protocol;
-use crate::signals::{Signal, Signals};
+use crate::control::loader::Loader;
+use crate::control::signals::{Signal, Signals};
+use crate::flow::proxy_protocol;
+use crate::flow::session::{End, Pair, Phase, Preamble, Side};
+use crate::health::probe::Prober;
+use crate::io::buffer::{BufferPool, Pools};
+use crate::io::pipe::PipePool;
+use crate::io::socket;
 use crate::stats::StatsServer;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
@@ -144,9 +144,9 @@ impl Proxy {
         let now = Instant::now();
         let mut services = Slab::new();
         for cfg in &config.services {
-            let l = listener::bind(cfg.listen, cfg.backlog)
+            let l = socket::bind(cfg.listen, cfg.backlog)
                 .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", cfg.listen, cfg.name))?;
-            listener::warn_if_capped(&cfg.name, cfg.backlog);
+            socket::warn_if_capped(&cfg.name, cfg.backlog);
             services.insert(Service::new_with_listener(cfg.clone(), l, now));
         }
         let stats = match &config.stats {
@@ -380,7 +380,7 @@ impl Proxy {
                     continue;
                 }
             };
-            match crate::reload::apply(self, new, now) {
+            match crate::control::reload::apply(self, new, now) {
                 Ok(summary) => {
                     self.counters.reloads += 1;
                     info!("reload done: {summary}");
@@ -405,7 +405,7 @@ impl Proxy {
     }
     pub(crate) fn set_config(&mut self, config: Config) {
         // Reopen the log on every reload: rotation is "move the file, SIGHUP".
-        if let Err(e) = crate::logsink::reopen(config.global.log_file.as_deref()) {
+        if let Err(e) = crate::control::logsink::reopen(config.global.log_file.as_deref()) {
             error!("cannot reopen the log: {e}; logging goes on to the old file");
         }
         self.pools.buffers.set_size(config.global.buffer_size);
@@ -482,9 +482,9 @@ impl Proxy {
                         svc.accept_ready = false;
                         break;
                     }
-                    Err(e) if listener::is_transient_accept_error(&e) => {}
+                    Err(e) if socket::is_transient_accept_error(&e) => {}
                     Err(e) => {
-                        if listener::is_resource_exhaustion(&e) {
+                        if socket::is_resource_exhaustion(&e) {
                             let listen = svc.cfg.listen;
                             if self.should_warn_fd(now) {
                                 warn!(
@@ -586,7 +586,7 @@ impl Proxy {
                 return;
             };
             let backend = &mut svc.balancer.backends[b];
-            match listener::connect(backend.cfg.addr) {
+            match socket::connect(backend.cfg.addr) {
                 Ok(mut stream) => {
                     if let Err(e) = self.poll.registry().register(
                         &mut stream,
@@ -609,7 +609,7 @@ impl Proxy {
                     self.arm(key);
                     return;
                 }
-                Err(e) if listener::is_resource_exhaustion(&e) => {
+                Err(e) if socket::is_resource_exhaustion(&e) => {
                     let (client, name) = (pair.client_addr, svc.cfg.name.clone());
                     if self.should_warn_fd(now) {
                         warn!("client={client} service={name}: cannot open a backend socket: {e}");
@@ -782,9 +782,9 @@ impl Proxy {
         };
         if end.is_reset() {
             // Pass the reset on to the side that is still there.
-            listener::set_reset_on_close(&pair.client.stream);
+            socket::set_reset_on_close(&pair.client.stream);
             if let Some(s) = &pair.server {
-                listener::set_reset_on_close(&s.stream);
+                socket::set_reset_on_close(&s.stream);
             }
         }
         pair.release_buffers(&mut self.pools);
@@ -936,7 +936,7 @@ impl Proxy {
             return;
         }
         if let Some(Err(e)) = self.with_stats(|stats, proxy, timers| stats.accept(proxy, timers, now)) {
-            if listener::is_resource_exhaustion(&e) {
+            if socket::is_resource_exhaustion(&e) {
                 warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
                 self.pause_accepting(now);
             }

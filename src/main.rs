@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         eprintln!("easyproxy: {e}");
         return ExitCode::from(1);
     }
-    easyproxy::limits::raise_fd_limit(config.global.max_connections);
+    easyproxy::control::limits::raise_fd_limit(config.global.max_connections);
     let pid_file = config.global.pid_file.clone();
     let mut proxy = match Proxy::new(config, Some(args.config.clone())) {
         Ok(p) => p,
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &pid_file {
-        if let Err(e) = easyproxy::limits::write_pid_file(path) {
+        if let Err(e) = easyproxy::control::limits::write_pid_file(path) {
             eprintln!("easyproxy: cannot write pid file {}: {e}", path.display());
             return ExitCode::from(1);
         }
@@ -100,7 +100,7 @@ fn init_logging(config: &Config) -> Result<(), String> {
     // `log::logger().flush()`): simplelog writes a line in several pieces,
     // which unbuffered would be several syscalls per access-log line.
     let path = config.global.log_file.as_deref();
-    let sink = easyproxy::logsink::Sink::new(path).map_err(|e| {
+    let sink = easyproxy::control::logsink::Sink::new(path).map_err(|e| {
         format!(
             "cannot open log file {}: {e}",
             path.map_or("-".into(), |p| p.display().to_string())

@@ -16,10 +16,10 @@ use mio::net::TcpStream;
 
 use std::os::fd::AsRawFd;
 
-use crate::buffer::{Buffer, Pools};
-use crate::health::CheckResult;
-use crate::pipe::Pipe;
-use crate::pump::{self, Fill, Flush};
+use crate::balance::health::CheckResult;
+use crate::io::buffer::{Buffer, Pools};
+use crate::io::pipe::Pipe;
+use crate::io::pump::{self, Fill, Flush};
 
 /// Bytes read from one side per [`Pair::drive`] call before the pair yields
 /// to others and is driven again on the next loop turn.

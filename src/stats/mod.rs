@@ -23,8 +23,8 @@ use slab::Slab;
 
 use crate::config::StatsConfig;
 use crate::event_loop::Proxy;
-use crate::listener;
-use crate::pump::{self, Flush};
+use crate::io::pump::{self, Flush};
+use crate::io::socket;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
@@ -75,7 +75,7 @@ pub struct StatsServer {
 impl StatsServer {
     pub fn bind(cfg: &StatsConfig) -> io::Result<StatsServer> {
         Ok(StatsServer {
-            listener: listener::bind(cfg.listen, listener::BACKLOG)?,
+            listener: socket::bind(cfg.listen, socket::BACKLOG)?,
             accept_ready: true,
             blocked: false,
             conns: Slab::new(),
@@ -123,7 +123,7 @@ impl StatsServer {
                     self.accept_ready = false;
                     return Ok(());
                 }
-                Err(e) if listener::is_transient_accept_error(&e) => continue,
+                Err(e) if socket::is_transient_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
             let entry = self.conns.vacant_entry();

@@ -11,10 +11,10 @@ use std::time::Instant;
 use mio::net::TcpListener;
 use mio::Interest;
 
-use crate::balancer::Backend;
+use crate::balance::Backend;
 use crate::config::{Config, ServiceConfig};
 use crate::event_loop::{Proxy, Service};
-use crate::listener;
+use crate::io::socket;
 use crate::stats::StatsServer;
 use crate::token::Target;
 
@@ -68,7 +68,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
     let mut fresh: HashMap<SocketAddr, TcpListener> = HashMap::new();
     for svc in &new.services {
         if !bound.contains_key(&svc.listen) {
-            let l = listener::bind(svc.listen, svc.backlog)
+            let l = socket::bind(svc.listen, svc.backlog)
                 .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", svc.listen, svc.name))?;
             fresh.insert(svc.listen, l);
         }
@@ -109,16 +109,16 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         let (mut l, registered) = match taken.remove(&cfg.listen) {
             Some((l, backlog)) => {
                 if backlog != cfg.backlog {
-                    if let Err(e) = listener::set_backlog(&l, cfg.backlog) {
+                    if let Err(e) = socket::set_backlog(&l, cfg.backlog) {
                         log::warn!("service {}: cannot change the listen backlog: {e}", cfg.name);
                     }
-                    listener::warn_if_capped(&cfg.name, cfg.backlog);
+                    socket::warn_if_capped(&cfg.name, cfg.backlog);
                 }
                 (l, true)
             }
             None => match fresh.remove(&cfg.listen) {
                 Some(l) => {
-                    listener::warn_if_capped(&cfg.name, cfg.backlog);
+                    socket::warn_if_capped(&cfg.name, cfg.backlog);
                     (l, false)
                 }
                 None => continue, // cannot happen: phase 1 bound every address
@@ -213,7 +213,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         }
     }
     if new.global.max_connections > p.config.global.max_connections {
-        crate::limits::raise_fd_limit(new.global.max_connections);
+        crate::control::limits::raise_fd_limit(new.global.max_connections);
     }
     if new.global.pid_file != p.config.global.pid_file {
         move_pid_file(p.config.global.pid_file.as_deref(), new.global.pid_file.as_deref());
@@ -280,7 +280,7 @@ fn update_backends(svc: &mut Service, cfg: &ServiceConfig, summary: &mut Summary
 /// (as nginx does); failing to write it is logged, not fatal.
 fn move_pid_file(old: Option<&std::path::Path>, new: Option<&std::path::Path>) {
     if let Some(path) = new {
-        if let Err(e) = crate::limits::write_pid_file(path) {
+        if let Err(e) = crate::control::limits::write_pid_file(path) {
             log::error!("cannot write pid file {}: {e}", path.display());
             return;
         }

@@ -8,7 +8,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 
-use crate::buffer::Buffer;
+use crate::io::buffer::Buffer;
 
 /// Why [`fill`] stopped reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -80,7 +80,7 @@ impl Buffer {
 /// on Linux pipes for splicing bulk directions (`None` when splice is off).
 pub struct Pools {
     pub buffers: BufferPool,
-    pub pipes: Option<crate::pipe::PipePool>,
+    pub pipes: Option<crate::io::pipe::PipePool>,
 }
 
 /// Keeps released buffers for reuse so that steady traffic allocates nothing.

@@ -12,12 +12,12 @@ use mio::net::TcpStream;
 use mio::Interest;
 use slab::Slab;
 
+use crate::balance::health::{CheckResult, Transition};
 use crate::config::HealthCheck;
 use crate::event_loop::Service;
-use crate::health::{CheckResult, Transition};
-use crate::listener;
-use crate::mysql;
-use crate::pump::{self, Flush};
+use crate::health::mysql;
+use crate::io::pump::{self, Flush};
+use crate::io::socket;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
@@ -162,7 +162,7 @@ impl Prober {
             probe.started = now;
             probe.gen = next_gen;
             self.next_gen = next_gen;
-            match listener::connect(addr) {
+            match socket::connect(addr) {
                 Ok(mut stream) => {
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     match registry.register(&mut stream, Target::Probe(key).token(), interest) {

@@ -12,7 +12,9 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::config::{BackendConfig, Strategy};
-use crate::health::HealthState;
+pub mod health;
+
+use health::HealthState;
 
 /// One backend server with its live state and counters.
 #[derive(Debug)]
