@@ -668,21 +668,7 @@ impl Proxy {
             self.drive(key, now);
             return;
         }
-        // Connecting: done when writable with no error and a peer address.
-        // Linux reports EPOLLOUT on a connecting socket only once the
-        // handshake is complete, so there the event alone says it.
-        let result = if cfg!(target_os = "linux") && event.is_writable() && !event.is_error() {
-            Ok(true)
-        } else {
-            match server.stream.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => match server.stream.peer_addr() {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-                    Err(e) => Err(e),
-                },
-            }
-        };
+        let result = socket::connect_finished(&server.stream, event.is_writable() && !event.is_error());
         match result {
             Ok(true) => {
                 pair.phase = Phase::Relaying;

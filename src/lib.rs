@@ -7,6 +7,7 @@ pub mod event_loop;
 pub mod flow;
 pub mod health;
 pub mod io;
+pub mod rng;
 pub mod stats;
 pub mod timer;
 pub mod token;

@@ -31,12 +31,8 @@ impl CheckResult {
             ConnectionRefused => CheckResult::Refused,
             TimedOut => CheckResult::TimedOut,
             ConnectionReset | ConnectionAborted | BrokenPipe => CheckResult::Reset,
-            _ => match e.raw_os_error() {
-                Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
-                    CheckResult::LocalError
-                }
-                _ => CheckResult::Error,
-            },
+            _ if crate::io::socket::is_resource_exhaustion(e) => CheckResult::LocalError,
+            _ => CheckResult::Error,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::config::{BackendConfig, Strategy};
+use crate::rng::{mix, Rng};
 pub mod health;
 
 use health::HealthState;
@@ -76,7 +77,7 @@ pub struct Balancer {
     /// ip_hash ring: (point, backend key), sorted by point.
     ring: Vec<(u64, usize)>,
     cursor: usize,
-    rng: u64,
+    rng: Rng,
 }
 
 impl Balancer {
@@ -87,7 +88,7 @@ impl Balancer {
             order: Vec::new(),
             ring: Vec::new(),
             cursor: 0,
-            rng: seed(),
+            rng: Rng::from_clock(),
         };
         for cfg in backends {
             b.backends.insert(Backend::new(cfg.clone(), now));
@@ -199,7 +200,7 @@ impl Balancer {
         if sum == 0 {
             return None;
         }
-        let mut r = self.next_random() % sum;
+        let mut r = self.rng.below(sum);
         for &k in &self.order {
             if !self.is_candidate(k, backups, tried) {
                 continue;
@@ -254,16 +255,6 @@ impl Balancer {
             .find(|&k| self.is_candidate(k, backups, tried))
     }
 
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     /// Finds a backend by its configured address.
     pub fn find(&self, address: &str) -> Option<usize> {
         self.backends
@@ -278,13 +269,6 @@ impl Balancer {
     }
 }
 
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    mix(t ^ (u64::from(std::process::id()) << 32)) | 1
-}
-
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -292,15 +276,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
-}
-
-/// murmur3's 64-bit finalizer: spreads every input bit over the output.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
 }
 
 /// The ring point of a client IP (IPv4-mapped IPv6 hashes as IPv4).

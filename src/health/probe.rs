@@ -18,6 +18,7 @@ use crate::event_loop::Service;
 use crate::health::mysql;
 use crate::io::pump::{self, Flush};
 use crate::io::socket;
+use crate::rng::Rng;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
@@ -62,13 +63,23 @@ struct Probe {
 pub type Change = (usize, usize, Transition);
 
 /// All probes of all services.
-#[derive(Default)]
 pub struct Prober {
     probes: Slab<Probe>,
     by_service: HashMap<usize, Vec<usize>>,
-    rng: u64,
+    rng: Rng,
     /// Source of probe generations, unique for the process's life.
     next_gen: u64,
+}
+
+impl Default for Prober {
+    fn default() -> Prober {
+        Prober {
+            probes: Slab::new(),
+            by_service: HashMap::new(),
+            rng: Rng::from_clock(),
+            next_gen: 0,
+        }
+    }
 }
 
 impl Prober {
@@ -86,7 +97,7 @@ impl Prober {
         for (i, backend) in keys.into_iter().enumerate() {
             // Slot i of n across the interval, plus up to a tenth of a slot
             // of noise so services with equal intervals do not line up.
-            let noise = u128::from(self.random() % 1000) * interval / n / 10_000;
+            let noise = u128::from(self.rng.below(1000)) * interval / n / 10_000;
             let offset = Duration::from_nanos(((interval * i as u128 / n) + noise) as u64);
             let gen = self.bump();
             let key = self.probes.insert(Probe {
@@ -118,19 +129,6 @@ impl Prober {
     fn bump(&mut self) -> u64 {
         self.next_gen += 1;
         self.next_gen
-    }
-
-    fn random(&mut self) -> u64 {
-        if self.rng == 0 {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            self.rng = (t ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id())) | 1;
-        }
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
     }
 
     /// A probe's timer: start a check when idle, or time it out when running.
@@ -250,15 +248,17 @@ fn advance(probe: &mut Probe, hc: &HealthCheck) -> Option<CheckResult> {
         let stage = std::mem::replace(&mut probe.stage, Stage::Idle);
         probe.stage = match stage {
             Stage::Idle => return None,
-            Stage::Connecting(stream) => match connect_state(&stream) {
-                Ok(true) if hc.mysql_user.is_some() => Stage::MysqlReading(stream, Vec::new(), MysqlStep::Greeting),
-                Ok(true) => Stage::Sending(stream, 0),
-                Ok(false) => {
-                    probe.stage = Stage::Connecting(stream);
-                    return None;
+            Stage::Connecting(stream) => {
+                match socket::connect_finished(&stream, false).map_err(|e| CheckResult::from_io(&e)) {
+                    Ok(true) if hc.mysql_user.is_some() => Stage::MysqlReading(stream, Vec::new(), MysqlStep::Greeting),
+                    Ok(true) => Stage::Sending(stream, 0),
+                    Ok(false) => {
+                        probe.stage = Stage::Connecting(stream);
+                        return None;
+                    }
+                    Err(r) => return Some(r),
                 }
-                Err(r) => return Some(r),
-            },
+            }
             Stage::Sending(mut stream, written) => {
                 let (n, r) = pump::write_all_nb(&send[written..], &mut stream);
                 match r {
@@ -370,19 +370,6 @@ fn mysql_read(
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(Some(CheckResult::from_io(&e))),
         }
-    }
-}
-
-/// A connect is complete when the socket has no error and a peer address.
-fn connect_state(stream: &TcpStream) -> Result<bool, CheckResult> {
-    match stream.take_error() {
-        Ok(Some(e)) | Err(e) => return Err(CheckResult::from_io(&e)),
-        Ok(None) => {}
-    }
-    match stream.peer_addr() {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
-        Err(e) => Err(CheckResult::from_io(&e)),
     }
 }
 

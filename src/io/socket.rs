@@ -71,6 +71,25 @@ pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(TcpStream::from_std(socket.into()))
 }
 
+/// Where a non-blocking connect stands: `Ok(true)` connected, `Ok(false)`
+/// still in progress, `Err` failed. Complete means no pending error and a
+/// peer address; `clean_writable` says the last event was writable without
+/// an error, which on Linux alone proves completion (EPOLLOUT is reported on
+/// a connecting socket only once the handshake is done).
+pub fn connect_finished(stream: &TcpStream, clean_writable: bool) -> io::Result<bool> {
+    if cfg!(target_os = "linux") && clean_writable {
+        return Ok(true);
+    }
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes the next close of `stream` send a reset instead of a FIN.
 pub fn set_reset_on_close(stream: &TcpStream) {
     let _ = SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
