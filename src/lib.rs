@@ -8,6 +8,7 @@ pub mod flow;
 pub mod health;
 pub mod io;
 pub mod rng;
+pub mod state;
 pub mod stats;
 pub mod timer;
 pub mod token;
