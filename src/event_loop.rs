@@ -6,20 +6,18 @@
 //! New clients are accepted after the event batch, so a slab slot freed in a
 //! batch is never reused within it (a stale event cannot reach a new pair).
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll};
 use slab::Slab;
 
 use crate::balance::health::{CheckResult, Transition};
-use crate::balance::Balancer;
-use crate::config::{Config, SendProxy, ServiceConfig};
+use crate::config::{Config, SendProxy};
 use crate::control::loader::Loader;
 use crate::control::signals::{Signal, Signals};
 use crate::flow::proxy_protocol;
@@ -28,6 +26,7 @@ use crate::health::probe::Prober;
 use crate::io::buffer::{BufferPool, Pools};
 use crate::io::pipe::PipePool;
 use crate::io::socket;
+use crate::state::{Service, State};
 use crate::stats::StatsServer;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
@@ -52,68 +51,12 @@ fn pipe_size(buffer_size: usize) -> usize {
     buffer_size.max(64 * 1024)
 }
 
-/// One configured service: its listener, backends and counters.
-pub struct Service {
-    pub cfg: ServiceConfig,
-    pub listener: Option<TcpListener>,
-    pub balancer: Balancer,
-    pub active: usize,
-    pub total: u64,
-    pub rejected: u64,
-    /// Bytes received from this service's backends.
-    pub bytes_in: u64,
-    /// Bytes sent to this service's backends.
-    pub bytes_out: u64,
-    /// Open connections per client IP.
-    pub clients: HashMap<IpAddr, usize>,
-    /// The listener reported readiness not yet drained by accept.
-    pub accept_ready: bool,
-    /// Removed by a reload; kept only until its last connection ends.
-    pub removed: bool,
-}
-
-impl Service {
-    pub(crate) fn new_with_listener(cfg: ServiceConfig, listener: TcpListener, now: Instant) -> Service {
-        Service {
-            balancer: Balancer::new(cfg.strategy, &cfg.backends, now),
-            cfg,
-            listener: Some(listener),
-            active: 0,
-            total: 0,
-            rejected: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            clients: HashMap::new(),
-            accept_ready: true,
-            removed: false,
-        }
-    }
-
-    fn has_room(&self) -> bool {
-        self.cfg.max_connections == 0 || self.active < self.cfg.max_connections
-    }
-}
-
-/// Process-wide counters shown by the stats endpoint.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    pub active: usize,
-    pub total: u64,
-    pub rejected: u64,
-    pub reloads: u64,
-    pub reloads_failed: u64,
-    /// Bytes received from backends, all services.
-    pub bytes_in: u64,
-    /// Bytes sent to backends, all services.
-    pub bytes_out: u64,
-}
-
 /// The proxy: configuration, sockets, connection pairs and timers.
 pub struct Proxy {
     poll: Poll,
     pub config: Config,
     config_path: Option<PathBuf>,
-    pub services: Slab<Service>,
+    pub state: State,
     pub pairs: Slab<Pair>,
     pub pools: Pools,
     timers: Timers,
@@ -121,8 +64,6 @@ pub struct Proxy {
     loader: Loader,
     prober: Prober,
     stats: Option<StatsServer>,
-    pub counters: Counters,
-    pub started: Instant,
     next_id: u64,
     /// Pairs that stopped at their budget with data left: (key, id).
     again: Vec<(usize, u64)>,
@@ -142,12 +83,12 @@ impl Proxy {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Proxy, String> {
         let poll = Poll::new().map_err(|e| format!("cannot create the poll: {e}"))?;
         let now = Instant::now();
-        let mut services = Slab::new();
+        let mut state = State::new(now);
         for cfg in &config.services {
             let l = socket::bind(cfg.listen, cfg.backlog)
                 .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", cfg.listen, cfg.name))?;
             socket::warn_if_capped(&cfg.name, cfg.backlog);
-            services.insert(Service::new_with_listener(cfg.clone(), l, now));
+            state.services.insert(Service::new(cfg.clone(), l, now));
         }
         let stats = match &config.stats {
             Some(s) => {
@@ -172,15 +113,13 @@ impl Proxy {
             },
             config,
             config_path,
-            services,
+            state,
             pairs: Slab::new(),
             timers: Timers::default(),
             signals,
             loader,
             prober: Prober::default(),
             stats,
-            counters: Counters::default(),
-            started: now,
             next_id: 1,
             again: Vec::new(),
             accept_paused_until: None,
@@ -190,7 +129,7 @@ impl Proxy {
             shutdown_deadline: None,
             stop_now: false,
         };
-        for (key, svc) in proxy.services.iter_mut() {
+        for (key, svc) in proxy.state.services.iter_mut() {
             if let Some(l) = svc.listener.as_mut() {
                 proxy
                     .poll
@@ -203,7 +142,7 @@ impl Proxy {
             s.register(proxy.poll.registry())
                 .map_err(|e| format!("cannot register the stats listener: {e}"))?;
         }
-        for (key, svc) in proxy.services.iter() {
+        for (key, svc) in proxy.state.services.iter() {
             proxy.prober.schedule_service(key, svc, &mut proxy.timers, now);
         }
         Ok(proxy)
@@ -211,7 +150,8 @@ impl Proxy {
 
     /// The address each service actually listens on (port 0 resolved).
     pub fn listen_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.services
+        self.state
+            .services
             .iter()
             .filter_map(|(_, s)| Some((s.cfg.name.clone(), s.listener.as_ref()?.local_addr().ok()?)))
             .collect()
@@ -250,7 +190,7 @@ impl Proxy {
                     Some(Target::Signals) => self.on_signals(now),
                     Some(Target::ConfigLoaded) => self.on_config_loaded(now),
                     Some(Target::Listener(key)) => {
-                        if let Some(s) = self.services.get_mut(key) {
+                        if let Some(s) = self.state.services.get_mut(key) {
                             s.accept_ready = true;
                         }
                     }
@@ -262,7 +202,9 @@ impl Proxy {
                     }
                     Some(Target::Backend(key)) => self.on_backend_event(key, event, now),
                     Some(Target::Probe(key)) => {
-                        let changes = self.prober.on_event(key, &mut self.services, &mut self.timers, now);
+                        let changes = self
+                            .prober
+                            .on_event(key, &mut self.state.services, &mut self.timers, now);
                         self.apply_health(changes, now);
                     }
                     Some(Target::StatsListener) => {
@@ -325,7 +267,7 @@ impl Proxy {
         let timeout = self.config.global.shutdown_timeout;
         let deadline = now + timeout;
         self.shutdown_deadline = Some(deadline);
-        for (_, svc) in self.services.iter_mut() {
+        for (_, svc) in self.state.services.iter_mut() {
             if let Some(mut l) = svc.listener.take() {
                 let _ = self.poll.registry().deregister(&mut l);
             }
@@ -375,18 +317,18 @@ impl Proxy {
             let new = match loaded {
                 Ok(c) => c,
                 Err(e) => {
-                    self.counters.reloads_failed += 1;
+                    self.state.counters.reloads_failed += 1;
                     error!("reload failed, keeping the running configuration: {e}");
                     continue;
                 }
             };
             match crate::control::reload::apply(self, new, now) {
                 Ok(summary) => {
-                    self.counters.reloads += 1;
+                    self.state.counters.reloads += 1;
                     info!("reload done: {summary}");
                 }
                 Err(e) => {
-                    self.counters.reloads_failed += 1;
+                    self.state.counters.reloads_failed += 1;
                     error!("reload failed, keeping the running configuration: {e}");
                 }
             }
@@ -424,7 +366,7 @@ impl Proxy {
         self.prober.remove_service(key);
     }
     pub(crate) fn reschedule_probes(&mut self, key: usize, now: Instant) {
-        if let Some(svc) = self.services.get(key) {
+        if let Some(svc) = self.state.services.get(key) {
             self.prober.schedule_service(key, svc, &mut self.timers, now);
         }
     }
@@ -432,7 +374,7 @@ impl Proxy {
     // ---- accepting ------------------------------------------------------
 
     fn has_global_room(&self) -> bool {
-        self.counters.active < self.config.global.max_connections
+        self.state.counters.active < self.config.global.max_connections
     }
 
     fn accept_work_pending(&self, now: Instant) -> bool {
@@ -446,7 +388,8 @@ impl Proxy {
         if !self.has_global_room() {
             return false;
         }
-        self.services
+        self.state
+            .services
             .iter()
             .any(|(_, s)| s.accept_ready && s.listener.is_some() && s.has_room())
     }
@@ -459,8 +402,9 @@ impl Proxy {
         }
         self.accept_paused_until = None;
         // By index, so the per-turn path allocates nothing.
-        for key in 0..self.services.capacity() {
+        for key in 0..self.state.services.capacity() {
             if !self
+                .state
                 .services
                 .get(key)
                 .is_some_and(|s| s.accept_ready && s.listener.is_some())
@@ -471,7 +415,7 @@ impl Proxy {
                 if !self.has_global_room() {
                     return;
                 }
-                let svc = &mut self.services[key];
+                let svc = &mut self.state.services[key];
                 if !svc.has_room() {
                     break;
                 }
@@ -535,7 +479,7 @@ impl Proxy {
         // On Linux TCP_NODELAY is inherited from the listener.
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
-        let svc = &mut self.services[svc_key];
+        let svc = &mut self.state.services[svc_key];
         let id = self.next_id;
         self.next_id += 1;
         let mut pair = Pair::new(id, svc_key, stream, addr, now);
@@ -561,8 +505,8 @@ impl Proxy {
         svc.active += 1;
         svc.total += 1;
         *svc.clients.entry(addr.ip()).or_insert(0) += 1;
-        self.counters.active += 1;
-        self.counters.total += 1;
+        self.state.counters.active += 1;
+        self.state.counters.total += 1;
         self.connect(key, now);
     }
 
@@ -573,11 +517,11 @@ impl Proxy {
     fn connect(&mut self, key: usize, now: Instant) {
         loop {
             let Some(pair) = self.pairs.get_mut(key) else { return };
-            let svc = &mut self.services[pair.service];
+            let svc = &mut self.state.services[pair.service];
             let Some(b) = svc.balancer.pick(pair.client_addr.ip(), &pair.tried) else {
                 let end = if pair.tried.is_empty() {
                     svc.rejected += 1;
-                    self.counters.rejected += 1;
+                    self.state.counters.rejected += 1;
                     End::NoBackend
                 } else {
                     End::ConnectFailed(pair.last_connect_error)
@@ -641,12 +585,12 @@ impl Proxy {
     fn may_retry(&self, key: usize) -> bool {
         self.pairs
             .get(key)
-            .is_some_and(|p| p.tried.len() <= self.services[p.service].cfg.retries as usize)
+            .is_some_and(|p| p.tried.len() <= self.state.services[p.service].cfg.retries as usize)
     }
 
     /// Counts a failed connect against a backend (a passive health check).
     fn backend_failed(&mut self, svc_key: usize, b: usize, result: CheckResult, now: Instant) {
-        let Some(svc) = self.services.get_mut(svc_key) else {
+        let Some(svc) = self.state.services.get_mut(svc_key) else {
             return;
         };
         let Some(backend) = svc.balancer.backends.get_mut(b) else {
@@ -675,7 +619,7 @@ impl Proxy {
                 server.writable = true;
                 pair.last_active = now;
                 let latency = pair.connect_started.map(|t| now.saturating_duration_since(t));
-                let svc = &mut self.services[pair.service];
+                let svc = &mut self.state.services[pair.service];
                 if let Some(b) = pair.backend.and_then(|b| svc.balancer.backends.get_mut(b)) {
                     b.total += 1;
                     debug!(
@@ -700,7 +644,7 @@ impl Proxy {
         pair.tried.push(b);
         pair.last_connect_error = result;
         let client = pair.client_addr;
-        let svc = &mut self.services[svc_key];
+        let svc = &mut self.state.services[svc_key];
         if let Some(backend) = svc.balancer.backends.get_mut(b) {
             backend.active = backend.active.saturating_sub(1);
             warn!(
@@ -726,9 +670,9 @@ impl Proxy {
             Ok(p) => {
                 if p.from_client + p.from_backend + p.to_backend + p.to_client > 0 {
                     pair.last_active = now;
-                    self.counters.bytes_in += p.from_backend;
-                    self.counters.bytes_out += p.to_backend;
-                    if let Some(svc) = self.services.get_mut(pair.service) {
+                    self.state.counters.bytes_in += p.from_backend;
+                    self.state.counters.bytes_out += p.to_backend;
+                    if let Some(svc) = self.state.services.get_mut(pair.service) {
                         svc.bytes_in += p.from_backend;
                         svc.bytes_out += p.to_backend;
                         if let Some(b) = pair.backend.and_then(|b| svc.balancer.backends.get_mut(b)) {
@@ -774,9 +718,9 @@ impl Proxy {
             }
         }
         pair.release_buffers(&mut self.pools);
-        self.counters.active = self.counters.active.saturating_sub(1);
+        self.state.counters.active = self.state.counters.active.saturating_sub(1);
         let svc_key = pair.service;
-        let svc = &mut self.services[svc_key];
+        let svc = &mut self.state.services[svc_key];
         svc.active = svc.active.saturating_sub(1);
         let ip = pair.client_addr.ip();
         if let Some(n) = svc.clients.get_mut(&ip) {
@@ -812,7 +756,7 @@ impl Proxy {
 
     /// A backend removed by a reload goes away with its last connection.
     fn drop_removed_backend(&mut self, svc_key: usize, b: usize) {
-        if let Some(svc) = self.services.get_mut(svc_key) {
+        if let Some(svc) = self.state.services.get_mut(svc_key) {
             if svc
                 .balancer
                 .backends
@@ -826,8 +770,13 @@ impl Proxy {
 
     /// A service removed by a reload goes away with its last connection.
     pub(crate) fn drop_removed_service(&mut self, svc_key: usize) {
-        if self.services.get(svc_key).is_some_and(|s| s.removed && s.active == 0) {
-            self.services.remove(svc_key);
+        if self
+            .state
+            .services
+            .get(svc_key)
+            .is_some_and(|s| s.removed && s.active == 0)
+        {
+            self.state.services.remove(svc_key);
         }
     }
 
@@ -841,7 +790,7 @@ impl Proxy {
                     let changes = self.prober.on_timer(
                         key,
                         gen,
-                        &mut self.services,
+                        &mut self.state.services,
                         &mut self.timers,
                         self.poll.registry(),
                         now,
@@ -906,7 +855,7 @@ impl Proxy {
 
     fn apply_health(&mut self, changes: Vec<(usize, usize, Transition)>, _now: Instant) {
         for (svc_key, b, t) in changes {
-            if let Some(svc) = self.services.get(svc_key) {
+            if let Some(svc) = self.state.services.get(svc_key) {
                 if let Some(backend) = svc.balancer.backends.get(b) {
                     log_transition(&svc.cfg.name, &backend.cfg.address, t, "health check");
                 }

@@ -13,8 +13,9 @@ use mio::Interest;
 
 use crate::balance::Backend;
 use crate::config::{Config, ServiceConfig};
-use crate::event_loop::{Proxy, Service};
+use crate::event_loop::Proxy;
 use crate::io::socket;
+use crate::state::Service;
 use crate::stats::StatsServer;
 use crate::token::Target;
 
@@ -60,6 +61,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
     // Phase 1: bind every address not already bound; any failure aborts
     // before anything was changed (the fresh sockets are simply dropped).
     let bound: HashMap<SocketAddr, usize> = p
+        .state
         .services
         .iter()
         .filter(|(_, s)| !s.removed && s.listener.is_some())
@@ -91,12 +93,13 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
     };
     // Listeners already bound, with the backlog they listen with.
     let mut taken: HashMap<SocketAddr, (TcpListener, u32)> = HashMap::new();
-    for (_, svc) in p.services.iter_mut().filter(|(_, s)| !s.removed) {
+    for (_, svc) in p.state.services.iter_mut().filter(|(_, s)| !s.removed) {
         if let Some(l) = svc.listener.take() {
             taken.insert(svc.cfg.listen, (l, svc.cfg.backlog));
         }
     }
     let by_name: HashMap<String, usize> = p
+        .state
         .services
         .iter()
         .filter(|(_, s)| !s.removed)
@@ -127,7 +130,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         let key = by_name
             .get(&cfg.name)
             .copied()
-            .unwrap_or_else(|| p.services.vacant_key());
+            .unwrap_or_else(|| p.state.services.vacant_key());
         let token = Target::Listener(key).token();
         let r = if registered {
             p.registry().reregister(&mut l, token, Interest::READABLE)
@@ -139,7 +142,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         }
         match by_name.get(&cfg.name) {
             Some(&key) => {
-                let svc = &mut p.services[key];
+                let svc = &mut p.state.services[key];
                 if service_settings_changed(&svc.cfg, cfg) {
                     summary.services_changed.push(cfg.name.clone());
                 }
@@ -164,7 +167,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
             }
             None => {
                 summary.services_added.push(cfg.name.clone());
-                let key = p.services.insert(Service::new_with_listener(cfg.clone(), l, now));
+                let key = p.state.services.insert(Service::new(cfg.clone(), l, now));
                 p.reschedule_probes(key, now);
             }
         }
@@ -177,7 +180,7 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         .map(|(_, &k)| k)
         .collect();
     for key in gone {
-        let svc = &mut p.services[key];
+        let svc = &mut p.state.services[key];
         summary.services_removed.push(svc.cfg.name.clone());
         svc.removed = true;
         svc.accept_ready = false;

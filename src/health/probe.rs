@@ -14,11 +14,11 @@ use slab::Slab;
 
 use crate::balance::health::{CheckResult, Transition};
 use crate::config::HealthCheck;
-use crate::event_loop::Service;
 use crate::health::mysql;
 use crate::io::pump::{self, Flush};
 use crate::io::socket;
 use crate::rng::Rng;
+use crate::state::Service;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 

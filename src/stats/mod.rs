@@ -421,8 +421,9 @@ pub struct ClientSnap {
 
 /// Everything the three views show, read from the proxy at `now`.
 pub fn snapshot(proxy: &Proxy, now: Instant) -> Snapshot {
-    let c = &proxy.counters;
+    let c = &proxy.state.counters;
     let services = proxy
+        .state
         .services
         .iter()
         .filter(|(_, s)| !s.removed)
@@ -478,7 +479,7 @@ pub fn snapshot(proxy: &Proxy, now: Instant) -> Snapshot {
         })
         .collect();
     Snapshot {
-        uptime_ms: now.saturating_duration_since(proxy.started).as_millis() as u64,
+        uptime_ms: now.saturating_duration_since(proxy.state.started).as_millis() as u64,
         connections: Connections {
             active: c.active,
             total: c.total,
