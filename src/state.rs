@@ -3,7 +3,7 @@
 //! at all three levels at once, and nowhere else.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use mio::net::TcpListener;
@@ -168,6 +168,14 @@ impl State {
             }
         }
         self.drop_if_removed(svc);
+    }
+
+    /// The address each service actually listens on (port 0 resolved).
+    pub fn listen_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.services
+            .iter()
+            .filter_map(|(_, s)| Some((s.cfg.name.clone(), s.listener.as_ref()?.local_addr().ok()?)))
+            .collect()
     }
 
     /// A service removed by a reload goes away with its last connection.

@@ -77,6 +77,20 @@ pub struct Transition {
     pub after: Duration,
 }
 
+impl Transition {
+    /// The `warn` line every up/down change gets; `source` says what saw it
+    /// (`health check`, `client connect`).
+    pub fn log(&self, service: &str, address: &str, source: &str) {
+        log::warn!(
+            "service={service} backend={address} is {} ({source}: {}) after {:.1}s {}",
+            if self.up { "UP" } else { "DOWN" },
+            self.reason,
+            self.after.as_secs_f64(),
+            if self.up { "down" } else { "up" }
+        );
+    }
+}
+
 impl HealthState {
     /// Backends start up.
     pub fn new(now: Instant) -> HealthState {

@@ -13,10 +13,12 @@ use mio::Interest;
 
 use crate::balance::Backend;
 use crate::config::{Config, ServiceConfig};
-use crate::event_loop::Proxy;
+use crate::flow::Traffic;
+use crate::health::probe::Prober;
 use crate::io::socket;
-use crate::state::Service;
+use crate::state::{Service, State};
 use crate::stats::StatsServer;
+use crate::timer::Timers;
 use crate::token::Target;
 
 /// What a reload changed, for its log line.
@@ -56,8 +58,19 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The parts of the running proxy a reload changes.
+pub struct Running<'a> {
+    pub config: &'a mut Config,
+    pub state: &'a mut State,
+    pub traffic: &'a mut Traffic,
+    pub prober: &'a mut Prober,
+    pub stats: &'a mut Option<StatsServer>,
+    pub registry: &'a mio::Registry,
+    pub timers: &'a mut Timers,
+}
+
 /// Applies `new` to the running proxy, or changes nothing and says why.
-pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String> {
+pub fn apply(p: Running, new: Config, now: Instant) -> Result<String, String> {
     // Phase 1: bind every address not already bound; any failure aborts
     // before anything was changed (the fresh sockets are simply dropped).
     let bound: HashMap<SocketAddr, usize> = p
@@ -133,9 +146,9 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
             .unwrap_or_else(|| p.state.services.vacant_key());
         let token = Target::Listener(key).token();
         let r = if registered {
-            p.registry().reregister(&mut l, token, Interest::READABLE)
+            p.registry.reregister(&mut l, token, Interest::READABLE)
         } else {
-            p.registry().register(&mut l, token, Interest::READABLE)
+            p.registry.register(&mut l, token, Interest::READABLE)
         };
         if let Err(e) = r {
             log::error!("service {}: cannot register its listener: {e}", cfg.name);
@@ -162,13 +175,17 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
                 svc.listener = Some(l);
                 svc.accept_ready = true;
                 if probes_changed {
-                    p.reschedule_probes(key, now);
+                    if let Some(svc) = p.state.services.get(key) {
+                        p.prober.schedule_service(key, svc, p.timers, now);
+                    }
                 }
             }
             None => {
                 summary.services_added.push(cfg.name.clone());
                 let key = p.state.services.insert(Service::new(cfg.clone(), l, now));
-                p.reschedule_probes(key, now);
+                if let Some(svc) = p.state.services.get(key) {
+                    p.prober.schedule_service(key, svc, p.timers, now);
+                }
             }
         }
     }
@@ -185,32 +202,31 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
         svc.removed = true;
         svc.accept_ready = false;
         svc.listener = None;
-        p.remove_probes(key);
-        p.drop_removed_service(key);
+        p.prober.remove_service(key);
+        p.state.drop_if_removed(key);
     }
     for (_, (mut l, _)) in taken {
-        let _ = p.registry().deregister(&mut l);
+        let _ = p.registry.deregister(&mut l);
     }
 
-    if let (Some(s), Some(cfg)) = (p.stats_mut().as_mut(), new.stats.as_ref()) {
+    if let (Some(s), Some(cfg)) = (p.stats.as_mut(), new.stats.as_ref()) {
         s.set_timeout(cfg.timeout);
     }
     if summary.stats_changed {
-        let stats = p.stats_mut();
-        if let Some(mut old) = stats.take() {
-            old.close(p.registry());
+        if let Some(mut old) = p.stats.take() {
+            old.close(p.registry);
         }
         if let Some(mut s) = fresh_stats {
-            if let Err(e) = s.register(p.registry()) {
+            if let Err(e) = s.register(p.registry) {
                 log::error!("cannot register the stats listener: {e}");
             }
             if let Some(addr) = s.local_addr() {
                 log::info!("stats listening on http://{addr}/");
             }
-            *p.stats_mut() = Some(s);
+            *p.stats = Some(s);
         }
     }
-    for (name, addr) in p.listen_addrs() {
+    for (name, addr) in p.state.listen_addrs() {
         if summary.services_added.contains(&name) || summary.services_moved.contains(&name) {
             log::info!("service {name} listening on {addr}");
         }
@@ -221,8 +237,19 @@ pub fn apply(p: &mut Proxy, new: Config, now: Instant) -> Result<String, String>
     if new.global.pid_file != p.config.global.pid_file {
         move_pid_file(p.config.global.pid_file.as_deref(), new.global.pid_file.as_deref());
     }
-    p.set_config(new);
+    set_config(p, new);
     Ok(summary.to_string())
+}
+
+/// The new configuration takes over: the log is reopened (rotation is
+/// "move the file, SIGHUP"), pools and limits apply to new connections.
+fn set_config(p: Running, config: Config) {
+    if let Err(e) = crate::control::logsink::reopen(config.global.log_file.as_deref()) {
+        log::error!("cannot reopen the log: {e}; logging goes on to the old file");
+    }
+    p.traffic.configure(&config.global);
+    log::set_max_level(config.global.log_level);
+    *p.config = config;
 }
 
 /// Whether anything but the backend list differs.

@@ -76,12 +76,7 @@ impl Buffer {
     }
 }
 
-/// The pools a pair takes in-flight storage from: user-space buffers, and
-/// on Linux pipes for splicing bulk directions (`None` when splice is off).
-pub struct Pools {
-    pub buffers: BufferPool,
-    pub pipes: Option<crate::io::pipe::PipePool>,
-}
+pub use crate::io::pools::Pools;
 
 /// Keeps released buffers for reuse so that steady traffic allocates nothing.
 /// Holds at most `max_free` idle buffers; the rest go back to the allocator.
@@ -121,6 +116,11 @@ impl BufferPool {
             Some(data) => Buffer::from_storage(data),
             None => Buffer::new(self.size),
         }
+    }
+
+    /// Idle buffers kept at most.
+    pub fn max_free(&self) -> usize {
+        self.max_free
     }
 
     pub fn put(&mut self, buf: Buffer) {

@@ -3,5 +3,6 @@
 
 pub mod buffer;
 pub mod pipe;
+pub mod pools;
 pub mod pump;
 pub mod socket;

@@ -122,6 +122,11 @@ impl PipePool {
         }
     }
 
+    /// Idle pipes kept at most.
+    pub fn max_free(&self) -> usize {
+        self.max_free
+    }
+
     /// Closes every idle pipe (their descriptors are wanted elsewhere).
     pub fn shrink(&mut self) {
         self.free.clear();

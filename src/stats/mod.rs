@@ -489,7 +489,7 @@ pub fn snapshot(proxy: &Proxy, now: Instant) -> Snapshot {
         reloads_failed: c.reloads_failed,
         bytes_in: c.bytes_in,
         bytes_out: c.bytes_out,
-        buffers_in_use: proxy.pools.buffers.in_use(),
+        buffers_in_use: proxy.traffic.pools.buffers.in_use(),
         timers_pending: proxy.timers_pending(),
         services,
     }
