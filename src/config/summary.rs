@@ -1,0 +1,64 @@
+//! Configuration, step 3: the `--check` summary — a validated [`Config`] printed on one screen.
+
+use std::fmt;
+
+use super::{BackendConfig, Config, ServiceConfig};
+
+impl fmt::Display for Config {
+    /// The one-screen summary printed by `--check`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = &self.global;
+        writeln!(
+            f,
+            "global: max_connections={} buffer_size={} shutdown_timeout_ms={} log_level={} splice={}",
+            g.max_connections,
+            g.buffer_size,
+            g.shutdown_timeout.as_millis(),
+            g.log_level.to_string().to_lowercase(),
+            g.splice
+        )?;
+        match &self.stats {
+            Some(s) => writeln!(f, "stats: listen {}", s.listen)?,
+            None => writeln!(f, "stats: off")?,
+        }
+        for s in &self.services {
+            service_line(f, s)?;
+            for b in &s.backends {
+                backend_line(f, b)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `service "name": listen ... health_check on|off`.
+fn service_line(f: &mut fmt::Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
+    writeln!(
+        f,
+        "service {:?}: listen {} backlog {} strategy {} retries {} connect_timeout_ms {} send_proxy {} health_check {}",
+        s.name,
+        s.listen,
+        s.backlog,
+        s.strategy,
+        s.retries,
+        s.connect_timeout.as_millis(),
+        s.send_proxy,
+        if s.health_check.is_some() { "on" } else { "off" }
+    )
+}
+
+/// `  backend ADDRESS (RESOLVED) weight W [backup] [max_connections N]`.
+fn backend_line(f: &mut fmt::Formatter<'_>, b: &BackendConfig) -> fmt::Result {
+    write!(f, "  backend {}", b.address)?;
+    if b.address != b.addr.to_string() {
+        write!(f, " ({})", b.addr)?;
+    }
+    write!(f, " weight {}", b.weight)?;
+    if b.backup {
+        write!(f, " backup")?;
+    }
+    if b.max_connections > 0 {
+        write!(f, " max_connections {}", b.max_connections)?;
+    }
+    writeln!(f)
+}

@@ -1,0 +1,229 @@
+//! Configuration tests over whole files: text in, a [`Config`] or the list of problems out.
+
+use std::time::Duration;
+
+use super::*;
+
+const MIN: &str = r#"
+[[service]]
+name = "a"
+listen = "127.0.0.1:0"
+[[service.backend]]
+address = "127.0.0.1:1"
+"#;
+
+#[test]
+fn minimal_defaults() {
+    let c = Config::parse(MIN).unwrap();
+    assert_eq!(c.global.max_connections, 10000);
+    assert_eq!(c.global.buffer_size, 16384);
+    let s = &c.services[0];
+    assert_eq!(s.strategy, Strategy::RoundRobin);
+    assert_eq!(s.retries, 2);
+    assert_eq!(s.backlog, 1024);
+    assert_eq!(s.idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(s.backends[0].weight, 1);
+}
+
+#[test]
+fn overlapping_listen_addresses_are_errors() {
+    let two = |a: &str, b: &str| {
+        format!(
+            "[[service]]\nname = \"a\"\nlisten = \"{a}\"\n[[service.backend]]\naddress = \"127.0.0.1:1\"\n\
+             [[service]]\nname = \"b\"\nlisten = \"{b}\"\n[[service.backend]]\naddress = \"127.0.0.1:1\"\n"
+        )
+    };
+    for (a, b) in [
+        ("127.0.0.1:9000", "127.0.0.1:9000"),
+        ("0.0.0.0:9000", "127.0.0.1:9000"),
+        ("127.0.0.2:9000", "0.0.0.0:9000"),
+        ("[::]:9000", "[::1]:9000"),
+    ] {
+        let e = Config::parse(&two(a, b)).unwrap_err().join("\n");
+        assert!(e.contains("is already used by service \"a\""), "{a} {b}: {e}");
+    }
+    for (a, b) in [
+        ("127.0.0.1:9000", "127.0.0.2:9000"),
+        ("127.0.0.1:9000", "127.0.0.1:9001"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("0.0.0.0:0", "127.0.0.1:0"),
+    ] {
+        assert!(Config::parse(&two(a, b)).is_ok(), "{a} {b}");
+    }
+    let stats = format!(
+        "[stats]\nlisten = \"0.0.0.0:9000\"\n{}",
+        two("127.0.0.1:9000", "127.0.0.1:9001")
+    );
+    let e = Config::parse(&stats).unwrap_err().join("\n");
+    assert!(e.contains("is already used by [stats]"), "{e}");
+}
+
+#[test]
+fn backlog_is_bounded() {
+    let with = |v: &str| {
+        MIN.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"\nbacklog = {v}"),
+        )
+    };
+    assert_eq!(Config::parse(&with("16")).unwrap().services[0].backlog, 16);
+    for bad in ["0", "65536", "-1"] {
+        let e = Config::parse(&with(bad)).unwrap_err().join("\n");
+        assert!(e.contains("backlog"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn aliases() {
+    assert_eq!(Strategy::parse("poll"), Some(Strategy::RoundRobin));
+    assert_eq!(Strategy::parse("iphash"), Some(Strategy::IpHash));
+    assert_eq!(Strategy::parse("nope"), None);
+}
+
+#[test]
+fn unknown_key_has_position() {
+    let e = Config::parse(&format!("{MIN}\nbogus = 1\n")).unwrap_err();
+    assert!(e[0].contains("line"), "{e:?}");
+    assert!(e[0].contains("bogus"), "{e:?}");
+}
+
+#[test]
+fn zero_weight_and_bad_strategy_are_named() {
+    let text = MIN
+        .replace("address = \"127.0.0.1:1\"", "address = \"127.0.0.1:1\"\nweight = 0")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nstrategy = \"fastest\"",
+        );
+    let e = Config::parse(&text).unwrap_err();
+    assert!(e.iter().any(|p| p.contains("weight")), "{e:?}");
+    assert!(e.iter().any(|p| p.contains("strategy")), "{e:?}");
+}
+
+#[test]
+fn mysql_user_excludes_send_expect() {
+    let with = |extra: &str| format!("{MIN}[service.health_check]\nmysql_user = \"check\"\n{extra}");
+    let c = Config::parse(&with("")).unwrap();
+    assert_eq!(
+        c.services[0].health_check.as_ref().unwrap().mysql_user.as_deref(),
+        Some("check")
+    );
+    let e = Config::parse(&with("expect = \"x\"\n")).unwrap_err();
+    assert!(e.iter().any(|p| p.contains("mysql_user")), "{e:?}");
+}
+
+/// A full configuration (only literal IPs, so no DNS).
+const FULL: &str = r#"
+[global]
+max_connections = 100
+buffer_size = 4096
+shutdown_timeout_ms = 100
+log_level = "warn"
+splice = false
+[stats]
+listen = "127.0.0.1:0"
+timeout_ms = 100
+[[service]]
+name = "a"
+listen = "127.0.0.1:0"
+strategy = "ip_hash"
+connect_timeout_ms = 10
+idle_timeout_ms = 0
+retries = 3
+max_connections = 2
+send_proxy = "v2"
+[service.health_check]
+interval_ms = 5
+timeout_ms = 5
+rise = 1
+fall = 1
+send = 'PING\r\n'
+expect = '\x00+PONG'
+[[service.backend]]
+address = "127.0.0.1:1"
+weight = 256
+backup = true
+max_connections = 1
+[[service.backend]]
+address = "[::1]:2"
+"#;
+
+/// Values put in place of a good one by [`mutate`].
+const JUNK: &[&str] = &[
+    "-1",
+    "0",
+    "18446744073709551616",
+    "99999999999999999999",
+    "\"\"",
+    "\"x\"",
+    "[",
+    "]",
+    "{}",
+    "[[service]]",
+    "true",
+    "1.5",
+    r"'\x'",
+    r"'\xZZ'",
+    "= =",
+    r#""\u0000""#,
+    "nan",
+    "inf",
+    "\"127.0.0.1:99999\"",
+    "\"[::1]\"",
+    "\"::1:80\"",
+    "\"127.0.0.1:-1\"",
+];
+
+/// xorshift64: the same mutations on every run.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 as usize
+    }
+}
+
+/// One to four line-level edits: a line removed, doubled, swapped with
+/// another, or its value replaced by junk.
+fn mutate(l: &mut Vec<String>, rng: &mut Xorshift) {
+    for _ in 0..1 + rng.next() % 4 {
+        let i = rng.next() % l.len();
+        match rng.next() % 5 {
+            0 => {
+                l.remove(i);
+            }
+            1 => {
+                let dup = l[i].clone();
+                l.insert(i, dup);
+            }
+            2 => {
+                let j = rng.next() % l.len();
+                l.swap(i, j);
+            }
+            _ => {
+                if let Some((k, _)) = l[i].split_once('=') {
+                    l[i] = format!("{k}= {}", JUNK[rng.next() % JUNK.len()]);
+                }
+            }
+        }
+    }
+}
+
+/// Line-level mutations of a full configuration: every result must be a
+/// clean Ok or Err, never a panic.
+#[test]
+fn mutated_files_never_panic() {
+    let mut rng = Xorshift(0x1234_5678_9abc_def1);
+    let mut ok = 0;
+    for _ in 0..3000 {
+        let mut l: Vec<String> = FULL.lines().map(|s| s.to_string()).collect();
+        mutate(&mut l, &mut rng);
+        if Config::parse(&l.join("\n")).is_ok() {
+            ok += 1;
+        }
+    }
+    assert!(ok > 0 && ok < 3000, "mutations should produce both outcomes ({ok} ok)");
+}

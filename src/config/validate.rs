@@ -1,0 +1,162 @@
+//! Configuration, step 2: validation — raw tables checked and typed, every problem reported at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use super::raw::{RawConfig, RawGlobal, RawService, RawStats};
+use super::resolve::{listens_overlap, parse_listen};
+use super::{Config, Global, ServiceConfig, StatsConfig, MAX_BUFFER_SIZE, MIN_BUFFER_SIZE};
+
+/// Longest duration accepted for any `*_ms` key: one year.
+const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// Validates a deserialised file; the error lists every problem, in file order.
+pub(super) fn config(raw: RawConfig) -> Result<Config, Vec<String>> {
+    let mut v = Validator::default();
+    let cfg = v.config(raw);
+    if v.problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(v.problems)
+    }
+}
+
+/// Collects problems while building the typed configuration; a value with a
+/// problem is replaced by its default so checking goes on.
+#[derive(Default)]
+pub(super) struct Validator {
+    problems: Vec<String>,
+}
+
+impl Validator {
+    /// Records a problem with the key it belongs to.
+    pub(super) fn err(&mut self, key: &str, msg: impl fmt::Display) {
+        self.problems.push(format!("{key}: {msg}"));
+    }
+
+    /// Keeps an `Ok` value, or records the error under `key`.
+    pub(super) fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.err(key, e)).ok()
+    }
+
+    /// A duration in milliseconds, at most [`MAX_DURATION_MS`].
+    pub(super) fn ms(&mut self, key: &str, v: Option<u64>, default: u64, allow_zero: bool) -> Duration {
+        let v = v.unwrap_or(default);
+        if v == 0 && !allow_zero {
+            self.err(key, "must be greater than 0");
+        } else if v > MAX_DURATION_MS {
+            self.err(key, format!("{v} is too large (at most {MAX_DURATION_MS})"));
+        }
+        Duration::from_millis(v.min(MAX_DURATION_MS))
+    }
+
+    /// A count in `min..=max`; out of range is a problem and gives `default`.
+    pub(super) fn count(&mut self, key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> u64 {
+        let v = v.unwrap_or(default);
+        if v < min || v > max {
+            self.err(key, format!("{v} is out of range ({min}..={max})"));
+            return default;
+        }
+        v
+    }
+
+    /// A listen address (`IP:PORT`).
+    pub(super) fn listen(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        self.check(key, parse_listen(s))
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let global = self.global(raw.global);
+        let stats = raw.stats.and_then(|s| self.stats(s));
+        let services = self.services(raw.service, stats.as_ref());
+        Config {
+            global,
+            stats,
+            services,
+        }
+    }
+
+    fn global(&mut self, g: RawGlobal) -> Global {
+        let log_level = self.log_level(g.log_level.as_deref());
+        Global {
+            max_connections: self.count("global.max_connections", g.max_connections, 10000, 1, 10_000_000) as usize,
+            buffer_size: self.count(
+                "global.buffer_size",
+                g.buffer_size,
+                16384,
+                MIN_BUFFER_SIZE,
+                MAX_BUFFER_SIZE,
+            ) as usize,
+            shutdown_timeout: self.ms("global.shutdown_timeout_ms", g.shutdown_timeout_ms, 10000, true),
+            log_level,
+            log_file: g.log_file,
+            pid_file: g.pid_file,
+            splice: g.splice.unwrap_or(true),
+        }
+    }
+
+    fn log_level(&mut self, level: Option<&str>) -> LevelFilter {
+        match level.unwrap_or("info") {
+            "error" => LevelFilter::Error,
+            "warn" => LevelFilter::Warn,
+            "info" => LevelFilter::Info,
+            "debug" => LevelFilter::Debug,
+            "trace" => LevelFilter::Trace,
+            other => {
+                self.err(
+                    "global.log_level",
+                    format!("unknown level {other:?} (error | warn | info | debug | trace)"),
+                );
+                LevelFilter::Info
+            }
+        }
+    }
+
+    fn stats(&mut self, s: RawStats) -> Option<StatsConfig> {
+        let timeout = self.ms("stats.timeout_ms", s.timeout_ms, 10_000, false);
+        let listen = self.listen("stats.listen", &s.listen)?;
+        Some(StatsConfig { listen, timeout })
+    }
+
+    /// Every `[[service]]`, then what they must not share with each other
+    /// and with `[stats]`. A service with a problem is left out.
+    fn services(&mut self, raw: Vec<RawService>, stats: Option<&StatsConfig>) -> Vec<ServiceConfig> {
+        if raw.is_empty() {
+            self.err("service", "no [[service]] is defined");
+        }
+        let mut services: Vec<ServiceConfig> = Vec::new();
+        for (i, s) in raw.into_iter().enumerate() {
+            if let Some(svc) = self.service(i, s) {
+                self.clashes(i, &svc, &services, stats);
+                services.push(svc);
+            }
+        }
+        services
+    }
+
+    /// A service's name or listen address already taken by an earlier
+    /// service, or its listen address by the stats listener.
+    fn clashes(&mut self, i: usize, svc: &ServiceConfig, earlier: &[ServiceConfig], stats: Option<&StatsConfig>) {
+        if earlier.iter().any(|o| o.name == svc.name) {
+            self.err(
+                &format!("service[{i}].name"),
+                format!("duplicate service name {:?}", svc.name),
+            );
+        }
+        if let Some(o) = earlier.iter().find(|o| listens_overlap(o.listen, svc.listen)) {
+            self.err(
+                &format!("service[{i}].listen"),
+                format!("{} is already used by service {:?} ({})", svc.listen, o.name, o.listen),
+            );
+        }
+        if let Some(st) = stats.filter(|st| listens_overlap(st.listen, svc.listen)) {
+            self.err(
+                &format!("service[{i}].listen"),
+                format!("{} is already used by [stats] ({})", svc.listen, st.listen),
+            );
+        }
+    }
+}
