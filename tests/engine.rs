@@ -644,3 +644,53 @@ fn ipv6_listeners_and_backends() {
     let mut c = connect(p.addr("v6out"));
     assert_eq!(roundtrip(&mut c, b"over v6"), b"over v6");
 }
+
+/// After a burst of bulk transfers the proxy keeps at most 64 idle pipes
+/// (128 descriptors), as a reload-built pool does; the pool built at start
+/// once kept up to 256 (512 descriptors).
+#[test]
+fn idle_pipes_after_a_burst_are_bounded() {
+    // More than 64 pairs holding a pipe at once: each sends more than the
+    // kernel's socket buffers on the way (a few MiB) can absorb.
+    const CLIENTS: usize = 72;
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS + 1));
+    let g = gate.clone();
+    // Reads nothing until every client is connected, so every pair holds
+    // a full pipe at once; then drains and closes.
+    // A small receive buffer (inherited by accepted sockets) keeps the
+    // kernel from absorbing the transfers.
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.set_recv_buffer_size(4096).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(1024).unwrap();
+    let sink = Backend::spawn_on(l.into(), move |mut s| {
+        g.wait();
+        let _ = std::io::copy(&mut s, &mut std::io::sink());
+    });
+    let p = Running::start(&service_config("", &[sink.addr]));
+    let addr = p.addr("svc");
+    let base = p.open_fds();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = connect(addr);
+                c.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+                c.write_all(&vec![7u8; 8 << 20]).unwrap();
+                c.shutdown(Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                let _ = c.read_to_end(&mut rest);
+            })
+        })
+        .collect();
+    wait_for("every pair to hold its pipe", SOON, || {
+        (sink.accepted() == CLIENTS && p.open_fds() >= base + 2 * CLIENTS + 2 * 64).then_some(())
+    });
+    gate.wait();
+    for c in clients {
+        c.join().unwrap();
+    }
+    p.wait_log_count("close client=", CLIENTS, SOON);
+    let fds = p.open_fds();
+    assert!(fds <= base + 2 * 64, "{fds} descriptors open, {base} before the burst");
+}

@@ -433,3 +433,46 @@ fn reload_raises_the_descriptor_limit_and_moves_the_pid_file() {
     assert!(p.wait_exit(SOON).success());
     assert!(!pid2.exists());
 }
+
+/// A backend connect still in flight when a reload removes the backend,
+/// then refused: the connection is counted out (`active` back to 0) and the
+/// removed backend goes from `/stats` with it.
+#[test]
+fn a_refused_connect_to_a_removed_backend_leaves_nothing_behind() {
+    // A listener with a backlog of 1 whose queue is full drops SYNs: the
+    // proxy's connect stays in flight until the SYN is retried (after about
+    // a second), and by then nothing listens, so it is refused.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.listen(1).unwrap();
+    let dead = sock.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<TcpStream> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&dead, Duration::from_millis(300)).ok())
+        .collect();
+    let keep = Backend::tagged("K");
+    let listen = free_addr();
+    let slow = |backends: &[(SocketAddr, &str)]| {
+        cfg(listen, "round_robin", backends, "").replacen(
+            "[[service.backend]]",
+            "connect_timeout_ms = 20000\nretries = 0\n[[service.backend]]",
+            1,
+        )
+    };
+    let p = Running::start(&slow(&[(dead, ""), (keep.addr, "")]));
+    let mut client = connect(listen); // round robin: the first client goes to `dead`
+    wait_for("a connect in flight", SOON, || {
+        let s = stats(&p);
+        (s["services"][0]["backends"][0]["active"] == 1).then_some(())
+    });
+    reload_and_wait(&p, &slow(&[(keep.addr, "")]), "reload done");
+    drop(sock); // the retried SYN now meets a closed port
+    assert!(closes_within(&mut client, Duration::from_secs(10)), "client not closed");
+    let s = wait_for("the removed backend to go", SOON, || {
+        let s = stats(&p);
+        (s["services"][0]["backends"].as_array().unwrap().len() == 1).then_some(s)
+    });
+    assert_eq!(s["services"][0]["active"], 0);
+    assert_eq!(s["connections"]["active"], 0);
+    assert_eq!(s["services"][0]["backends"][0]["address"], keep.addr.to_string());
+    assert_eq!(served_by(listen), "K");
+}
