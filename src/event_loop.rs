@@ -27,7 +27,7 @@ use crate::io::buffer::{BufferPool, Pools};
 use crate::io::pipe::PipePool;
 use crate::io::socket;
 use crate::state::{Service, State};
-use crate::stats::StatsServer;
+use crate::stats::{Source, StatsServer};
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
@@ -68,7 +68,6 @@ pub struct Proxy {
     /// Pairs that stopped at their budget with data left: (key, id).
     again: Vec<(usize, u64)>,
     accept_paused_until: Option<Instant>,
-    timers_pending: usize,
     /// Timer heap size that triggers the next sweep of stale entries.
     timers_sweep_at: usize,
     /// When running out of descriptors was last logged (at most once a second).
@@ -123,7 +122,6 @@ impl Proxy {
             next_id: 1,
             again: Vec::new(),
             accept_paused_until: None,
-            timers_pending: 0,
             timers_sweep_at: TIMERS_SLACK,
             fd_warned_at: None,
             shutdown_deadline: None,
@@ -336,12 +334,6 @@ impl Proxy {
     }
 
     // Used by the reload module.
-    /// Timer entries pending (for stats; read before the stats server takes
-    /// the timers out to answer).
-    pub fn timers_pending(&self) -> usize {
-        self.timers_pending
-    }
-
     pub(crate) fn registry(&self) -> &mio::Registry {
         self.poll.registry()
     }
@@ -870,7 +862,12 @@ impl Proxy {
         if !ready || self.accept_paused_until.is_some() {
             return;
         }
-        if let Some(Err(e)) = self.with_stats(|stats, proxy, timers| stats.accept(proxy, timers, now)) {
+        let src = Source {
+            state: &self.state,
+            buffers_in_use: self.pools.buffers.in_use(),
+            timers_pending: self.timers.len(),
+        };
+        if let Some(Err(e)) = self.stats.as_mut().map(|s| s.accept(&src, &mut self.timers, now)) {
             if socket::is_resource_exhaustion(&e) {
                 warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
                 self.pause_accepting(now);
@@ -879,20 +876,14 @@ impl Proxy {
     }
 
     fn on_stats_client(&mut self, key: usize, now: Instant) {
-        self.with_stats(|stats, proxy, timers| stats.on_event(key, proxy, timers, now));
-    }
-
-    /// Runs `f` on the stats server with the rest of the proxy to read: the
-    /// server (which answers from the whole proxy) and the timers are taken
-    /// out for the call.
-    fn with_stats<R>(&mut self, f: impl FnOnce(&mut StatsServer, &Proxy, &mut Timers) -> R) -> Option<R> {
-        let mut stats = self.stats.take()?;
-        self.timers_pending = self.timers.len();
-        let mut timers = std::mem::take(&mut self.timers);
-        let r = f(&mut stats, self, &mut timers);
-        self.timers = timers;
-        self.stats = Some(stats);
-        Some(r)
+        let src = Source {
+            state: &self.state,
+            buffers_in_use: self.pools.buffers.in_use(),
+            timers_pending: self.timers.len(),
+        };
+        if let Some(s) = self.stats.as_mut() {
+            s.on_event(key, &src, &mut self.timers, now);
+        }
     }
 }
 
