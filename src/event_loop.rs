@@ -24,7 +24,7 @@ use crate::flow::{Ctx, Traffic};
 use crate::health::probe::{Change, Prober};
 use crate::io::socket;
 use crate::state::{Service, State};
-use crate::stats::StatsServer;
+use crate::stats::{Source, StatsServer};
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
@@ -61,9 +61,6 @@ pub struct Proxy {
     timers_sweep_at: usize,
     shutdown_deadline: Option<Instant>,
     stop_now: bool,
-    /// Timer entries pending, for the stats page (read while the stats
-    /// server has the timers).
-    timers_pending: usize,
 }
 
 impl Proxy {
@@ -118,7 +115,6 @@ impl Proxy {
             timers_sweep_at: TIMERS_SLACK,
             shutdown_deadline: None,
             stop_now: false,
-            timers_pending: 0,
         })
     }
 
@@ -129,15 +125,6 @@ impl Proxy {
 
     pub fn stats_addr(&self) -> Option<SocketAddr> {
         self.stats.as_ref().and_then(|s| s.local_addr())
-    }
-
-    pub(crate) fn registry(&self) -> &mio::Registry {
-        self.poll.registry()
-    }
-
-    /// Timer entries pending (for stats).
-    pub fn timers_pending(&self) -> usize {
-        self.timers_pending
     }
 
     /// Runs until a graceful stop completes or a second stop signal arrives.
@@ -216,7 +203,10 @@ impl Proxy {
                 }
             }
             Some(Target::StatsClient(key)) => {
-                self.with_stats(|stats, proxy, timers| stats.on_event(key, proxy, timers, now));
+                if let Some(s) = self.stats.as_mut() {
+                    let src = stats_source(&self.state, &self.traffic, &self.timers);
+                    s.on_event(key, &src, &mut self.timers, now);
+                }
             }
             None => {}
         }
@@ -381,23 +371,23 @@ impl Proxy {
         if !ready || self.traffic.accept_paused(now) {
             return;
         }
-        if let Some(Err(e)) = self.with_stats(|stats, proxy, timers| stats.accept(proxy, timers, now)) {
+        let Some(stats) = self.stats.as_mut() else { return };
+        let src = stats_source(&self.state, &self.traffic, &self.timers);
+        if let Err(e) = stats.accept(&src, self.poll.registry(), &mut self.timers, now) {
             if socket::is_resource_exhaustion(&e) {
                 warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
                 self.traffic.pause_accepting(&mut self.timers, now);
             }
         }
     }
+}
 
-    /// Runs `f` on the stats server with the rest of the proxy to read.
-    fn with_stats<R>(&mut self, f: impl FnOnce(&mut StatsServer, &Proxy, &mut Timers) -> R) -> Option<R> {
-        let mut stats = self.stats.take()?;
-        self.timers_pending = self.timers.len();
-        let mut timers = std::mem::take(&mut self.timers);
-        let r = f(&mut stats, self, &mut timers);
-        self.timers = timers;
-        self.stats = Some(stats);
-        Some(r)
+/// What the stats views read, at the moment of the call.
+fn stats_source<'a>(state: &'a State, traffic: &Traffic, timers: &Timers) -> Source<'a> {
+    Source {
+        state,
+        buffers_in_use: traffic.pools.buffers.in_use(),
+        timers_pending: timers.len(),
     }
 }
 

@@ -1,0 +1,263 @@
+//! Listen and accept: the stats listener, its connection slots, their deadlines and eviction.
+
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::Interest;
+use slab::Slab;
+
+use super::conn::{Conn, Stage};
+use super::Source;
+use crate::config::StatsConfig;
+use crate::io::socket;
+use crate::timer::{TimerKind, Timers};
+use crate::token::Target;
+
+/// Stats connections open at once.
+pub const MAX_CONNS: usize = 64;
+/// Accepts per loop turn.
+const ACCEPT_BATCH: usize = 64;
+/// How long a connection keeps its slot, at least, while its request is
+/// still incomplete (slow, not yet hostile).
+const EVICT_MIN_AGE: Duration = Duration::from_millis(200);
+
+/// The stats listener and its connections.
+///
+/// `GET /` (and `/statistic`) is a self-refreshing HTML page, `/stats` JSON,
+/// `/metrics` Prometheus text. Every connection answers one request and
+/// closes. Hostile clients are bounded: the request head is capped, each
+/// connection has a deadline, and when all slots are taken a new client
+/// takes the slot of one that is done (answer sent, waiting for the client
+/// to close), else of the oldest one that has sat on its slot for a while
+/// without a complete request, else of the oldest one not reading its
+/// answer; with none of these, new clients wait in the listen backlog. A
+/// request that arrived with its connection is answered at once, in the
+/// turn that accepts it.
+pub struct StatsServer {
+    listener: TcpListener,
+    pub accept_ready: bool,
+    /// Every slot is taken and none can be given up yet: accepting waits
+    /// until a connection ends or grows old enough to evict.
+    blocked: bool,
+    conns: Slab<Conn>,
+    next_id: u64,
+    /// Time a client has to send its request and read the answer.
+    timeout: Duration,
+}
+
+impl StatsServer {
+    pub fn bind(cfg: &StatsConfig) -> io::Result<StatsServer> {
+        Ok(StatsServer {
+            listener: socket::bind(cfg.listen, socket::BACKLOG)?,
+            accept_ready: true,
+            blocked: false,
+            conns: Slab::new(),
+            next_id: 1,
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// A reload may change the timeout for new connections.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Registers the listener with the poll.
+    pub fn register(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        registry.register(&mut self.listener, Target::StatsListener.token(), Interest::READABLE)
+    }
+
+    /// Stops listening and drops every stats connection.
+    pub fn close(&mut self, registry: &mio::Registry) {
+        let _ = registry.deregister(&mut self.listener);
+        self.conns.clear();
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Whether there are clients to accept and room (or a slot to free).
+    pub fn wants_accept(&self) -> bool {
+        self.accept_ready && !self.blocked
+    }
+
+    /// Accepts waiting clients and answers the ones whose request is already
+    /// there; when every slot is taken, frees one if it can (see
+    /// `StatsServer`) or leaves the rest in the backlog.
+    pub fn accept(
+        &mut self,
+        src: &Source<'_>,
+        registry: &mio::Registry,
+        timers: &mut Timers,
+        now: Instant,
+    ) -> io::Result<()> {
+        for _ in 0..ACCEPT_BATCH {
+            if self.conns.len() >= MAX_CONNS && !self.evict_one(now) {
+                self.blocked = true;
+                return Ok(());
+            }
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.accept_ready = false;
+                    return Ok(());
+                }
+                Err(e) if socket::is_transient_accept_error(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if registry
+                .register(&mut stream, Target::StatsClient(key).token(), interest)
+                .is_err()
+            {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let conn = entry.insert(Conn::new(id, stream, now, now + self.timeout));
+            // First wake-up when the slot becomes evictable; the timer then
+            // moves on to the deadline.
+            timers.add(conn.deadline.min(now + EVICT_MIN_AGE), TimerKind::StatsConn(key, id));
+            if conn.step(src, timers, key, now).is_err() {
+                self.conns.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees a slot: a connection already answered, else the oldest one
+    /// that has waited EVICT_MIN_AGE without a complete request, else the
+    /// oldest that has not taken its answer in that time.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.stage, Stage::Draining(_)))
+            .min_by_key(|(_, c)| c.accepted)
+            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Reading)))
+            // A client that does not read its answer holds the slot no
+            // longer than one that does not send its request.
+            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Writing)))
+            .map(|(k, _)| k);
+        match victim {
+            Some(k) => {
+                log::debug!("stats: {} connections open, closing one to make room", self.conns.len());
+                self.conns.remove(k);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The oldest connection in a matching stage that has had its slot for
+    /// EVICT_MIN_AGE.
+    fn oldest_stale(&self, now: Instant, stage: impl Fn(&Stage) -> bool) -> Option<(usize, &Conn)> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| stage(&c.stage) && now.saturating_duration_since(c.accepted) >= EVICT_MIN_AGE)
+            .min_by_key(|(_, c)| c.accepted)
+    }
+
+    /// Readiness on a stats connection: read the request, answer, drain, close.
+    pub fn on_event(&mut self, key: usize, src: &Source<'_>, timers: &mut Timers, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.step(src, timers, key, now).is_err() {
+            self.conns.remove(key);
+            self.blocked = false;
+        }
+    }
+
+    pub fn on_timer(&mut self, key: usize, id: u64, now: Instant, timers: &mut Timers) {
+        // A slot may have become evictable, or frees up now.
+        self.blocked = false;
+        let Some(conn) = self.conns.get(key) else { return };
+        if conn.id != id {
+            return;
+        }
+        if conn.deadline <= now {
+            self.conns.remove(key);
+        } else {
+            timers.add(conn.deadline, TimerKind::StatsConn(key, id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::net::TcpStream;
+
+    /// A server with one connection per given stage, accepted at the given
+    /// offsets (ms) before `now`.
+    fn server_with(stages: Vec<(Stage, u64)>, now: Instant) -> (StatsServer, Vec<std::net::TcpStream>) {
+        let cfg = StatsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            timeout: Duration::from_secs(10),
+        };
+        let mut server = StatsServer::bind(&cfg).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        for (stage, ago) in stages {
+            clients.push(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
+            let (accepted, _) = l.accept().unwrap();
+            let since = now - Duration::from_millis(ago);
+            let id = server.next_id;
+            server.next_id += 1;
+            let mut conn = Conn::new(id, TcpStream::from_std(accepted), since, since + cfg.timeout);
+            conn.stage = stage;
+            server.conns.insert(conn);
+        }
+        (server, clients)
+    }
+
+    fn stages_left(server: &StatsServer) -> Vec<&'static str> {
+        server
+            .conns
+            .iter()
+            .map(|(_, c)| match c.stage {
+                Stage::Reading => "reading",
+                Stage::Writing => "writing",
+                Stage::Draining(_) => "draining",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn eviction_order_answered_then_stale_senders_then_stale_readers() {
+        let now = Instant::now() + Duration::from_secs(5);
+        let (mut s, _c) = server_with(
+            vec![
+                (Stage::Writing, 1000),
+                (Stage::Reading, 1000),
+                (Stage::Reading, 50),
+                (Stage::Draining(0), 10),
+            ],
+            now,
+        );
+        assert!(s.evict_one(now));
+        assert_eq!(
+            stages_left(&s),
+            ["writing", "reading", "reading"],
+            "the answered one goes first"
+        );
+        assert!(s.evict_one(now));
+        assert_eq!(stages_left(&s), ["writing", "reading"], "then the stale sender");
+        assert_eq!(
+            s.conns.iter().nth(1).map(|(_, c)| c.accepted),
+            Some(now - Duration::from_millis(50))
+        );
+        assert!(s.evict_one(now));
+        assert_eq!(
+            stages_left(&s),
+            ["reading"],
+            "then one not reading its answer for 200 ms"
+        );
+        assert!(!s.evict_one(now), "a young connection keeps its slot");
+        assert!(s.evict_one(now + EVICT_MIN_AGE), "until it has had it for 200 ms");
+    }
+}
