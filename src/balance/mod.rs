@@ -255,14 +255,6 @@ impl Balancer {
             .find(|&k| self.is_candidate(k, backups, tried))
     }
 
-    /// Finds a backend by its configured address.
-    pub fn find(&self, address: &str) -> Option<usize> {
-        self.backends
-            .iter()
-            .find(|(_, b)| b.cfg.address == address)
-            .map(|(k, _)| k)
-    }
-
     /// Keys of backends still in the configuration, in configuration order.
     pub fn order(&self) -> &[usize] {
         &self.order

@@ -1,0 +1,184 @@
+//! Reload, step 2: the plan applied to the running services. Listeners
+//! move to their services' tokens, kept services take their new settings,
+//! backends are matched by address through a hash map (linear in the size
+//! of the file), and what is removed drains.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpListener;
+use mio::Interest;
+
+use super::plan::{Plan, ServicePlan};
+use super::Running;
+use crate::balance::Backend;
+use crate::config::{Config, ServiceConfig};
+use crate::io::socket;
+use crate::state::Service;
+use crate::token::Target;
+
+/// Listeners for every service of the new file: those already running
+/// (with the backlog they listen with) and those freshly bound.
+pub struct Listeners {
+    pub running: HashMap<SocketAddr, (TcpListener, u32)>,
+    pub fresh: HashMap<SocketAddr, TcpListener>,
+}
+
+impl Listeners {
+    /// The listener for `cfg`, and whether it is registered with the poll
+    /// already; its backlog follows the file.
+    fn take(&mut self, cfg: &ServiceConfig) -> Option<(TcpListener, bool)> {
+        if let Some((l, backlog)) = self.running.remove(&cfg.listen) {
+            if backlog != cfg.backlog {
+                if let Err(e) = socket::set_backlog(&l, cfg.backlog) {
+                    log::warn!("service {}: cannot change the listen backlog: {e}", cfg.name);
+                }
+                socket::warn_if_capped(&cfg.name, cfg.backlog);
+            }
+            return Some((l, true));
+        }
+        let l = self.fresh.remove(&cfg.listen)?;
+        socket::warn_if_capped(&cfg.name, cfg.backlog);
+        Some((l, false))
+    }
+}
+
+/// Applies the services part of `plan`: kept services change in place,
+/// new ones listen, removed ones stop listening and drain.
+pub fn services(p: &mut Running, plan: &Plan, new: &Config, mut listeners: Listeners, now: Instant) {
+    for (_, svc) in p.state.services.iter_mut().filter(|(_, s)| !s.removed) {
+        if let Some(l) = svc.listener.take() {
+            listeners.running.insert(svc.cfg.listen, (l, svc.cfg.backlog));
+        }
+    }
+    let by_name: HashMap<String, usize> = p
+        .state
+        .services
+        .iter()
+        .filter(|(_, s)| !s.removed)
+        .map(|(k, s)| (s.cfg.name.clone(), k))
+        .collect();
+    for sp in &plan.services {
+        let Some(cfg) = new.services.get(sp.index()) else {
+            continue;
+        };
+        // Phase 1 bound every address, so a listener is always there.
+        let Some((l, registered)) = listeners.take(cfg) else {
+            continue;
+        };
+        let key = match (sp, by_name.get(&cfg.name)) {
+            (ServicePlan::Kept { .. }, Some(&key)) => {
+                kept(p, key, cfg, l, registered, now);
+                key
+            }
+            _ => {
+                let (key, mut l) = (p.state.services.vacant_key(), l);
+                register(p.registry, &mut l, key, registered, &cfg.name);
+                p.state.services.insert(Service::new(cfg.clone(), l, now))
+            }
+        };
+        // Probes keep their rhythm unless what they check changed.
+        if !matches!(
+            sp,
+            ServicePlan::Kept {
+                probes_changed: false,
+                ..
+            }
+        ) {
+            if let Some(svc) = p.state.services.get(key) {
+                p.prober.schedule_service(key, svc, p.timers, now);
+            }
+        }
+    }
+    for name in &plan.removed {
+        if let Some(&key) = by_name.get(name) {
+            remove(p, key);
+        }
+    }
+    for (_, (mut l, _)) in listeners.running {
+        let _ = p.registry.deregister(&mut l);
+    }
+}
+
+/// A listener already registered moves to its (possibly new) token; a
+/// freshly bound one is registered for the first time.
+fn register(registry: &mio::Registry, l: &mut TcpListener, key: usize, registered: bool, name: &str) {
+    let token = Target::Listener(key).token();
+    let r = if registered {
+        registry.reregister(l, token, Interest::READABLE)
+    } else {
+        registry.register(l, token, Interest::READABLE)
+    };
+    if let Err(e) = r {
+        log::error!("service {name}: cannot register its listener: {e}");
+    }
+}
+
+/// A running service takes the new file's settings and backends.
+fn kept(p: &mut Running, key: usize, cfg: &ServiceConfig, mut l: TcpListener, registered: bool, now: Instant) {
+    register(p.registry, &mut l, key, registered, &cfg.name);
+    let Some(svc) = p.state.services.get_mut(key) else {
+        return;
+    };
+    backends(svc, cfg, now);
+    svc.cfg = cfg.clone();
+    svc.listener = Some(l);
+    svc.accept_ready = true;
+}
+
+/// A service not in the new file stops listening and goes with its last
+/// connection.
+fn remove(p: &mut Running, key: usize) {
+    let Some(svc) = p.state.services.get_mut(key) else {
+        return;
+    };
+    svc.removed = true;
+    svc.accept_ready = false;
+    svc.listener = None;
+    p.prober.remove_service(key);
+    p.state.drop_if_removed(key);
+}
+
+/// Matches backends by address: kept ones keep health and counters, new
+/// ones start up (a removed one still draining comes back as it is),
+/// missing ones take no new clients and go with their last connection.
+fn backends(svc: &mut Service, cfg: &ServiceConfig, now: Instant) {
+    let bal = &mut svc.balancer;
+    bal.strategy = cfg.strategy;
+    let by_address: HashMap<String, usize> = bal.backends.iter().map(|(k, b)| (b.cfg.address.clone(), k)).collect();
+    for b in &cfg.backends {
+        match by_address.get(&b.address).and_then(|&k| bal.backends.get_mut(k)) {
+            Some(be) => {
+                be.removed = false;
+                be.cfg = b.clone();
+            }
+            None => {
+                bal.backends.insert(Backend::new(b.clone(), now));
+            }
+        }
+    }
+    let wanted: HashSet<&str> = cfg.backends.iter().map(|b| b.address.as_str()).collect();
+    let gone: Vec<usize> = bal
+        .backends
+        .iter()
+        .filter(|(_, be)| !wanted.contains(be.cfg.address.as_str()))
+        .map(|(k, _)| k)
+        .collect();
+    for k in gone {
+        match bal.backends.get_mut(k) {
+            Some(be) if be.active > 0 => be.removed = true,
+            Some(_) => {
+                bal.backends.remove(k);
+            }
+            None => {}
+        }
+    }
+    if cfg.health_check.is_none() {
+        // Without checks nothing would ever bring a down backend back.
+        for (_, be) in bal.backends.iter_mut() {
+            be.health.set_up(true, now);
+        }
+    }
+    bal.rebuild();
+}

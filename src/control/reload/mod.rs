@@ -1,0 +1,147 @@
+//! Side flow: SIGHUP. A new, fully validated configuration is applied to the
+//! running proxy as a difference: `plan` compares the two files (services by
+//! name, backends by address), then every new listen address is bound
+//! before anything changes, so a failure leaves the running configuration
+//! exactly as it was, and `apply` carries the plan out. Connections already
+//! open are never touched.
+
+mod apply;
+pub mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::flow::Traffic;
+use crate::health::probe::Prober;
+use crate::io::socket;
+use crate::state::State;
+use crate::stats::StatsServer;
+use crate::timer::Timers;
+use apply::Listeners;
+use plan::{Plan, ServicePlan};
+
+/// The parts of the running proxy a reload changes.
+pub struct Running<'a> {
+    pub config: &'a mut Config,
+    pub state: &'a mut State,
+    pub traffic: &'a mut Traffic,
+    pub prober: &'a mut Prober,
+    pub stats: &'a mut Option<StatsServer>,
+    pub registry: &'a mio::Registry,
+    pub timers: &'a mut Timers,
+}
+
+/// Applies `new` to the running proxy, or changes nothing and says why;
+/// the answer is the reload's summary.
+pub fn apply(mut p: Running, new: Config, now: Instant) -> Result<String, String> {
+    let plan = Plan::new(p.config, &new);
+    // Phase 1: bind every address not already bound; any failure aborts
+    // before anything was changed (the fresh sockets are simply dropped).
+    let listeners = bind_new(&p, &new)?;
+    let fresh_stats = match (&new.stats, plan.stats_moved) {
+        (Some(cfg), true) => {
+            Some(StatsServer::bind(cfg).map_err(|e| format!("cannot listen on {} for [stats]: {e}", cfg.listen))?)
+        }
+        _ => None,
+    };
+    // Phase 2: nothing below can fail in a way that matters.
+    let summary = plan.summary(&new).to_string();
+    apply::services(&mut p, &plan, &new, listeners, now);
+    if let (Some(s), Some(cfg)) = (p.stats.as_mut(), new.stats.as_ref()) {
+        s.set_timeout(cfg.timeout);
+    }
+    if plan.stats_moved {
+        move_stats(&mut p, fresh_stats);
+    }
+    log_new_listeners(&p, &plan, &new);
+    if new.global.max_connections > p.config.global.max_connections {
+        crate::control::limits::raise_fd_limit(new.global.max_connections);
+    }
+    if new.global.pid_file != p.config.global.pid_file {
+        move_pid_file(p.config.global.pid_file.as_deref(), new.global.pid_file.as_deref());
+    }
+    set_config(p, new);
+    Ok(summary)
+}
+
+/// Binds the addresses of the new file that no running service listens on.
+fn bind_new(p: &Running, new: &Config) -> Result<Listeners, String> {
+    let running: HashSet<SocketAddr> = p
+        .state
+        .services
+        .iter()
+        .filter(|(_, s)| !s.removed && s.listener.is_some())
+        .map(|(_, s)| s.cfg.listen)
+        .collect();
+    let mut fresh = HashMap::new();
+    for svc in &new.services {
+        if !running.contains(&svc.listen) && !fresh.contains_key(&svc.listen) {
+            let l = socket::bind(svc.listen, svc.backlog)
+                .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", svc.listen, svc.name))?;
+            fresh.insert(svc.listen, l);
+        }
+    }
+    Ok(Listeners {
+        running: HashMap::new(),
+        fresh,
+    })
+}
+
+/// `[stats]` moved: the old listener and its clients go, the new one
+/// (already bound) takes over.
+fn move_stats(p: &mut Running, fresh: Option<StatsServer>) {
+    if let Some(mut old) = p.stats.take() {
+        old.close(p.registry);
+    }
+    if let Some(mut s) = fresh {
+        if let Err(e) = s.register(p.registry) {
+            log::error!("cannot register the stats listener: {e}");
+        }
+        if let Some(addr) = s.local_addr() {
+            log::info!("stats listening on http://{addr}/");
+        }
+        *p.stats = Some(s);
+    }
+}
+
+/// Says where added and moved services listen now.
+fn log_new_listeners(p: &Running, plan: &Plan, new: &Config) {
+    let fresh: Vec<&str> = plan
+        .services
+        .iter()
+        .filter(|s| matches!(s, ServicePlan::Added(_) | ServicePlan::Kept { moved: true, .. }))
+        .filter_map(|s| new.services.get(s.index()).map(|c| c.name.as_str()))
+        .collect();
+    for (name, addr) in p.state.listen_addrs() {
+        if fresh.contains(&name.as_str()) {
+            log::info!("service {name} listening on {addr}");
+        }
+    }
+}
+
+/// The new configuration takes over: the log is reopened (rotation is
+/// "move the file, SIGHUP"), pools and limits apply to new connections.
+fn set_config(p: Running, config: Config) {
+    if let Err(e) = crate::control::logsink::reopen(config.global.log_file.as_deref()) {
+        log::error!("cannot reopen the log: {e}; logging goes on to the old file");
+    }
+    p.traffic.configure(&config.global);
+    log::set_max_level(config.global.log_level);
+    *p.config = config;
+}
+
+/// A reload that changes `pid_file` writes the new one and removes the old
+/// (as nginx does); failing to write it is logged, not fatal.
+fn move_pid_file(old: Option<&std::path::Path>, new: Option<&std::path::Path>) {
+    if let Some(path) = new {
+        if let Err(e) = crate::control::limits::write_pid_file(path) {
+            log::error!("cannot write pid file {}: {e}", path.display());
+            return;
+        }
+    }
+    if let Some(path) = old {
+        let _ = std::fs::remove_file(path);
+    }
+}
