@@ -14,15 +14,10 @@ pub const BACKLOG: u32 = 1024;
 /// Binds a non-blocking listener on `addr` with SO_REUSEADDR; up to
 /// `backlog` handshaken clients wait in the kernel until accepted.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
     // saves a setsockopt per client.
-    socket.set_nodelay(true)?;
+    let socket = nodelay_socket(addr)?;
+    socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog_arg(backlog))?;
     Ok(TcpListener::from_std(socket.into()))
@@ -51,18 +46,24 @@ pub fn warn_if_capped(service: &str, backlog: u32) {
     }
 }
 
-fn backlog_arg(backlog: u32) -> i32 {
-    i32::try_from(backlog).unwrap_or(i32::MAX)
-}
-
-/// Starts a non-blocking connect to `addr` with TCP_NODELAY set.
-pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+/// A non-blocking TCP socket for `addr`'s family with TCP_NODELAY set.
+fn nodelay_socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
     socket.set_nodelay(true)?;
+    Ok(socket)
+}
+
+fn backlog_arg(backlog: u32) -> i32 {
+    i32::try_from(backlog).unwrap_or(i32::MAX)
+}
+
+/// Starts a non-blocking connect to `addr` with TCP_NODELAY set.
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = nodelay_socket(addr)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
