@@ -1,17 +1,41 @@
 //! easyproxy: a single-threaded TCP load balancer on one mio event loop.
+//!
+//! The data flow, in the order of the modules below: a client arrives on a
+//! listener (`flow::listen`), the service's balancer picks a backend
+//! (`balance`), a non-blocking connect reaches it (`flow::connect`), the
+//! pair relays bytes both ways (`flow::session`, through `io`), and the
+//! pair ends with an access-log line (`flow::close`). `state` counts every
+//! step. Around that flow, on the same loop: active health checks
+//! (`health`), the stats endpoint (`stats`), and the control side
+//! (`control`: signals, reload, limits, the log sink). `event_loop` polls
+//! and dispatches; `token` says which socket an event is about; `timer`
+//! keeps the deadlines.
+//!
+//! Dependencies point one way, from the bottom of this list up:
+//! `io`, `config`, `rng`, `token`, `timer` (leaves) <- `balance` <- `state`
+//! <- `flow` <- `health`, `stats` <- `control` <- `event_loop`.
 
-pub mod balance;
+// Leaves.
 pub mod config;
-pub mod control;
-pub mod event_loop;
-pub mod flow;
-pub mod health;
 pub mod io;
 pub mod rng;
-pub mod state;
-pub mod stats;
 pub mod timer;
 pub mod token;
+
+// The data flow and what it counts.
+pub mod balance;
+
+pub mod state;
+
+pub mod flow;
+
+// Around the flow.
+pub mod health;
+pub mod stats;
+
+pub mod control;
+
+pub mod event_loop;
 
 pub use config::Config;
 pub use event_loop::Proxy;
