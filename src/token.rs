@@ -1,4 +1,4 @@
-//! Step 1 of the data flow: what a readiness event is about. The only place
+//! Dispatch: what a readiness event is about. The only place
 //! that turns raw `mio::Token` numbers into meaning and back.
 //!
 //! A token is `index << 3 | kind`: the low three bits name the kind of

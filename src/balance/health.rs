@@ -1,4 +1,4 @@
-//! Side flow: is a backend fit for new clients? Holds each backend's health
+//! Step 2 of the flow, balance: is a backend fit for new clients? Holds each backend's health
 //! state (rise/fall counting over probe results and failed client connects).
 //! Probes themselves are sockets of the event loop.
 

@@ -1,4 +1,4 @@
-//! Step 2 of the data flow: a new client needs a backend. Holds each
+//! Step 2 of the flow, balance: a new client needs a backend. Holds each
 //! service's backends (their up/down state and counters) and the five
 //! strategies that choose among the candidates.
 //!

@@ -1,4 +1,4 @@
-//! Step 0 of the data flow: `easyproxy.toml` read, validated and turned into
+//! Before the flow: `easyproxy.toml` read, validated and turned into
 //! the typed [`Config`] that every other module runs from.
 //!
 //! Parsing is strict (unknown keys are errors) and validation collects every

@@ -1,4 +1,4 @@
-//! Step 3 of the data flow: the fixed-size byte buffers that hold data in
+//! Bytes in flight: the fixed-size byte buffers that hold data in
 //! flight between a read from one socket and a write to the other, and the
 //! pool they are taken from only while data is in flight.
 

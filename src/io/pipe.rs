@@ -1,4 +1,4 @@
-//! Step 4, bulk variant (Linux): zero-copy relaying with splice(2). A
+//! Bytes in flight, bulk variant (Linux): zero-copy relaying with splice(2). A
 //! direction that keeps filling whole buffers moves its bytes socket -> pipe
 //! -> socket inside the kernel instead of through a user-space buffer. Pipes
 //! are pooled: a pair holds one only while bytes are in it.

@@ -1,4 +1,4 @@
-//! Step 4 of the data flow: moving bytes socket -> buffer -> socket.
+//! Moving bytes socket -> buffer -> socket.
 //!
 //! Written against `Read`/`Write` so it is tested without sockets. Each call
 //! loops until the operation would block (or the buffer is full/empty, or the

@@ -1,4 +1,4 @@
-//! Step 1 of the data flow: sockets in. Binding listeners with a real
+//! Sockets, under every step of the flow: binding listeners with a real
 //! backlog, opening non-blocking backend connections, and telling apart the
 //! accept errors that mean "out of descriptors, back off" from the rest.
 
