@@ -15,7 +15,7 @@ use log::{error, info, warn};
 use mio::{Events, Interest, Poll};
 
 use crate::config::Config;
-use crate::control::loader::Loader;
+use crate::control::loader::{Loaded, Loader};
 use crate::control::reload::{self, Running};
 use crate::control::signals::{Signal, Signals};
 use crate::flow::listen::FD_BACKOFF;
@@ -219,7 +219,7 @@ impl Proxy {
         for sig in self.signals.pending() {
             match sig {
                 Signal::Stop => stops += 1,
-                Signal::Reload if self.shutdown_deadline.is_none() => self.reload(),
+                Signal::Reload if self.shutdown_deadline.is_none() => self.reload(now),
                 Signal::Reload => info!("SIGHUP ignored: shutting down"),
             }
         }
@@ -259,12 +259,14 @@ impl Proxy {
 
     /// SIGHUP: the file is read (and its hostnames resolved) off the loop;
     /// traffic goes on meanwhile and [`Self::on_config_loaded`] applies it.
-    fn reload(&mut self) {
+    fn reload(&mut self, now: Instant) {
         let Some(path) = self.config_path.clone() else {
             warn!("SIGHUP: no configuration file to reload");
             return;
         };
-        if self.loader.start(path.clone()) {
+        let started = self.loader.start(path.clone(), now);
+        self.arm_reload_deadline();
+        if started {
             info!("SIGHUP: reloading {}", path.display());
         } else {
             info!(
@@ -277,32 +279,45 @@ impl Proxy {
     /// A read configuration is back from the loader: apply it, or count and
     /// log why not.
     fn on_config_loaded(&mut self, now: Instant) {
-        while let Some(loaded) = self.loader.finished() {
-            if self.shutdown_deadline.is_some() {
-                info!("reload dropped: shutting down");
-                continue;
+        while let Some(loaded) = self.loader.finished(now) {
+            self.arm_reload_deadline();
+            self.apply_loaded(loaded, now);
+        }
+    }
+
+    /// The loader started a read: its deadline becomes a timer.
+    fn arm_reload_deadline(&mut self) {
+        if let Some((gen, at)) = self.loader.take_deadline() {
+            self.timers.add(at, TimerKind::ReloadRead(gen));
+        }
+    }
+
+    /// Applies a read configuration, or counts and logs why not.
+    fn apply_loaded(&mut self, loaded: Loaded, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            info!("reload dropped: shutting down");
+            return;
+        }
+        let result = loaded.and_then(|new| {
+            let running = Running {
+                config: &mut self.config,
+                state: &mut self.state,
+                traffic: &mut self.traffic,
+                prober: &mut self.prober,
+                stats: &mut self.stats,
+                registry: self.poll.registry(),
+                timers: &mut self.timers,
+            };
+            reload::apply(running, new, now)
+        });
+        match result {
+            Ok(summary) => {
+                self.state.counters.reloads += 1;
+                info!("reload done: {summary}");
             }
-            let result = loaded.and_then(|new| {
-                let running = Running {
-                    config: &mut self.config,
-                    state: &mut self.state,
-                    traffic: &mut self.traffic,
-                    prober: &mut self.prober,
-                    stats: &mut self.stats,
-                    registry: self.poll.registry(),
-                    timers: &mut self.timers,
-                };
-                reload::apply(running, new, now)
-            });
-            match result {
-                Ok(summary) => {
-                    self.state.counters.reloads += 1;
-                    info!("reload done: {summary}");
-                }
-                Err(e) => {
-                    self.state.counters.reloads_failed += 1;
-                    error!("reload failed, keeping the running configuration: {e}");
-                }
+            Err(e) => {
+                self.state.counters.reloads_failed += 1;
+                error!("reload failed, keeping the running configuration: {e}");
             }
         }
     }
@@ -327,6 +342,12 @@ impl Proxy {
                 TimerKind::StatsConn(key, id) => {
                     if let Some(s) = self.stats.as_mut() {
                         s.on_timer(key, id, now, &mut self.timers);
+                    }
+                }
+                TimerKind::ReloadRead(gen) => {
+                    if let Some(failed) = self.loader.expire(gen, now) {
+                        self.arm_reload_deadline();
+                        self.apply_loaded(failed, now);
                     }
                 }
                 TimerKind::AcceptRetry => {

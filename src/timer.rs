@@ -21,6 +21,8 @@ pub enum TimerKind {
     StatsConn(usize, u64),
     /// Accepting may resume after running out of file descriptors.
     AcceptRetry,
+    /// A configuration read's deadline (read generation).
+    ReloadRead(u64),
     /// The graceful-stop deadline.
     Shutdown,
 }

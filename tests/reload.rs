@@ -476,3 +476,29 @@ fn a_refused_connect_to_a_removed_backend_leaves_nothing_behind() {
     assert_eq!(s["services"][0]["backends"][0]["address"], keep.addr.to_string());
     assert_eq!(served_by(listen), "K");
 }
+
+/// A read that never ends (a FIFO nobody writes) fails the reload after its
+/// deadline, and the next SIGHUP reads the file afresh and applies it.
+#[test]
+fn a_stuck_read_fails_after_its_deadline_and_the_next_sighup_applies() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let listen = free_addr();
+    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
+    std::fs::remove_file(&p.config).unwrap();
+    let c_path = std::ffi::CString::new(p.config.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    p.signal(libc::SIGHUP);
+    let line = p.wait_log("reload failed", Duration::from_secs(40));
+    assert!(line.contains("took longer than 10 s"), "{line}");
+    assert_eq!(stats(&p)["reloads_failed"], 1);
+    assert_eq!(served_by(listen), "A");
+    // The FIFO is still there, its reader stuck in it; a regular file in
+    // its place is read by the next SIGHUP.
+    std::fs::remove_file(&p.config).unwrap();
+    std::fs::write(&p.config, cfg(listen, "round_robin", &[(b.addr, "")], "")).unwrap();
+    p.signal(libc::SIGHUP);
+    p.wait_log("reload done", SOON);
+    assert_eq!(served_by(listen), "B");
+    assert_eq!(stats(&p)["reloads"], 1);
+}

@@ -7,8 +7,10 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token, Waker};
 
@@ -18,15 +20,38 @@ use crate::config::Config;
 /// error text to log.
 pub type Loaded = Result<Config, String>;
 
+/// How long a read may take before the reload is abandoned (a FIFO nobody
+/// writes, a hung network mount).
+pub const READ_DEADLINE: Duration = Duration::from_secs(10);
+/// Abandoned reads whose threads are still stuck; past this no new read
+/// starts (each holds a parked thread).
+const MAX_STUCK: usize = 4;
+
+/// The read in progress.
+struct Read {
+    path: PathBuf,
+    gen: u64,
+}
+
 /// Runs at most one configuration read at a time; a reload asked for while
 /// one is running is remembered and started when it finishes, so the file
-/// as it is after the last SIGHUP is what ends up applied.
+/// as it is after the last SIGHUP is what ends up applied. A read that
+/// passes its deadline is abandoned: the reload fails, and the next one
+/// starts afresh.
 pub struct Loader {
     waker: Arc<Waker>,
-    tx: Sender<Loaded>,
-    rx: Receiver<Loaded>,
-    running: Option<PathBuf>,
+    tx: Sender<(u64, Loaded)>,
+    rx: Receiver<(u64, Loaded)>,
+    running: Option<Read>,
     queued: Option<PathBuf>,
+    next_gen: u64,
+    /// Reader threads alive (the running one and abandoned ones).
+    threads: Arc<AtomicUsize>,
+    /// The deadline of a read just started, for the loop to arm.
+    deadline: Option<(u64, Instant)>,
+    /// A result the loop should see without a thread (refused or failed to
+    /// start).
+    ready: Option<Loaded>,
 }
 
 impl Loader {
@@ -39,6 +64,10 @@ impl Loader {
             rx,
             running: None,
             queued: None,
+            next_gen: 0,
+            threads: Arc::new(AtomicUsize::new(0)),
+            deadline: None,
+            ready: None,
         })
     }
 
@@ -49,13 +78,30 @@ impl Loader {
 
     /// Starts reading `path`, or queues it behind the read already running.
     /// Returns false when it was queued.
-    pub fn start(&mut self, path: PathBuf) -> bool {
+    pub fn start(&mut self, path: PathBuf, now: Instant) -> bool {
         if self.running.is_some() {
             self.queued = Some(path);
             return false;
         }
-        let (tx, waker) = (self.tx.clone(), Arc::clone(&self.waker));
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        if self.threads.load(Ordering::SeqCst) >= MAX_STUCK {
+            self.ready = Some(Err(format!(
+                "{MAX_STUCK} earlier reads of the file are still stuck; not starting another"
+            )));
+            let _ = self.waker.wake();
+            return true;
+        }
+        self.spawn(path.clone(), gen);
+        self.running = Some(Read { path, gen });
+        self.deadline = Some((gen, now + READ_DEADLINE));
+        true
+    }
+
+    fn spawn(&mut self, path: PathBuf, gen: u64) {
+        let (tx, waker, threads) = (self.tx.clone(), Arc::clone(&self.waker), Arc::clone(&self.threads));
         let thread_path = path.clone();
+        threads.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("easyproxy-config".into())
             .spawn(move || {
@@ -63,30 +109,58 @@ impl Loader {
                 // would wait behind this one for ever.
                 let loaded = std::panic::catch_unwind(|| read(&thread_path))
                     .unwrap_or_else(|_| Err("internal error while reading the file".into()));
+                threads.fetch_sub(1, Ordering::SeqCst);
                 // The loop may be gone (stopping): nothing to report to then.
-                if tx.send(loaded).is_ok() {
+                if tx.send((gen, loaded)).is_ok() {
                     let _ = waker.wake();
                 }
             });
         if let Err(e) = spawned {
+            self.threads.fetch_sub(1, Ordering::SeqCst);
             // No thread to be had: read in the loop rather than not at all.
             log::warn!("no thread for reading the configuration ({e}); reading it in the event loop");
-            let _ = self.tx.send(read(&path));
+            let _ = self.tx.send((gen, read(&path)));
             let _ = self.waker.wake();
         }
-        self.running = Some(path);
-        true
+    }
+
+    /// The deadline of the read started last, once: `(generation, when)`.
+    pub fn take_deadline(&mut self) -> Option<(u64, Instant)> {
+        self.deadline.take()
     }
 
     /// The result of the read that finished, if one did; starts the queued
-    /// read, if any.
-    pub fn finished(&mut self) -> Option<Loaded> {
-        let loaded = self.rx.try_recv().ok()?;
-        self.running = None;
-        if let Some(next) = self.queued.take() {
-            self.start(next);
+    /// read, if any. Results of abandoned reads are dropped.
+    pub fn finished(&mut self, now: Instant) -> Option<Loaded> {
+        if let Some(r) = self.ready.take() {
+            return Some(r);
         }
-        Some(loaded)
+        loop {
+            let (gen, loaded) = self.rx.try_recv().ok()?;
+            if self.running.as_ref().is_some_and(|r| r.gen == gen) {
+                self.running = None;
+                self.start_queued(now);
+                return Some(loaded);
+            }
+        }
+    }
+
+    /// Read `gen`'s deadline passed: if it is still running it is
+    /// abandoned and the reload fails with the answer returned.
+    pub fn expire(&mut self, gen: u64, now: Instant) -> Option<Loaded> {
+        let read = self.running.take_if(|r| r.gen == gen)?;
+        self.start_queued(now);
+        Some(Err(format!(
+            "reading {} took longer than {} s; reload abandoned",
+            read.path.display(),
+            READ_DEADLINE.as_secs()
+        )))
+    }
+
+    fn start_queued(&mut self, now: Instant) {
+        if let Some(next) = self.queued.take() {
+            self.start(next, now);
+        }
     }
 }
 
@@ -99,13 +173,11 @@ fn read(path: &std::path::Path) -> Loaded {
 mod tests {
     use super::*;
     use mio::{Events, Poll};
-    use std::time::Duration;
-
     fn wait(poll: &mut Poll, loader: &mut Loader) -> Loaded {
         let mut events = Events::with_capacity(8);
         for _ in 0..100 {
             poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
-            if let Some(l) = loader.finished() {
+            if let Some(l) = loader.finished(Instant::now()) {
                 return l;
             }
         }
@@ -127,14 +199,49 @@ mod tests {
 
         let mut poll = Poll::new().unwrap();
         let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
-        assert!(loader.start(good.clone()));
-        assert!(!loader.start(bad.clone()), "a second read waits for the first");
+        assert!(loader.start(good.clone(), Instant::now()));
+        assert!(
+            !loader.start(bad.clone(), Instant::now()),
+            "a second read waits for the first"
+        );
         assert!(loader.busy());
         let first = wait(&mut poll, &mut loader);
         assert_eq!(first.unwrap().services[0].name, "a");
         let second = wait(&mut poll, &mut loader);
         assert!(second.unwrap_err().contains("nmae"));
         assert!(!loader.busy());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_read_past_its_deadline_is_abandoned_and_its_late_answer_dropped() {
+        let dir = std::env::temp_dir().join(format!("easyproxy-loader-late-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "[[service]]\nname = \"b\"\nlisten = \"127.0.0.1:0\"\n[[service.backend]]\naddress = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let mut poll = Poll::new().unwrap();
+        let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
+        let now = Instant::now();
+        assert!(loader.start(fifo.clone(), now));
+        let (gen, at) = loader.take_deadline().unwrap();
+        assert_eq!(at, now + READ_DEADLINE);
+        assert!(loader.expire(gen + 1, at).is_none(), "another read's deadline");
+        let failed = loader.expire(gen, at).unwrap().unwrap_err();
+        assert!(failed.contains("took longer than 10 s"), "{failed}");
+        assert!(!loader.busy());
+        // The stuck reader finishes later (the FIFO gets a writer) while a
+        // new read runs: only the new read's answer comes out.
+        assert!(loader.start(good.clone(), at));
+        std::fs::write(&fifo, "garbage").unwrap();
+        let next = wait(&mut poll, &mut loader);
+        assert_eq!(next.unwrap().services[0].name, "b");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
