@@ -97,12 +97,20 @@ impl BufferPool {
         }
     }
 
-    /// Buffer size handed out from now on (a reload may change it).
-    pub fn set_size(&mut self, size: usize) {
+    /// Buffer size handed out from now on, and idle buffers kept (a reload
+    /// may change both).
+    pub fn set_size(&mut self, size: usize, max_free: usize) {
         if size != self.size {
             self.size = size;
             self.free.clear();
         }
+        self.max_free = max_free;
+        self.free.truncate(max_free);
+    }
+
+    /// Bytes held by idle buffers.
+    pub fn idle_bytes(&self) -> usize {
+        self.free.len() * self.size
     }
 
     /// Buffers currently lent out.
@@ -160,7 +168,7 @@ mod tests {
         p.put(b);
         assert_eq!(p.in_use(), 0);
         assert_eq!(p.free.len(), 1);
-        p.set_size(32);
+        p.set_size(32, 1);
         assert_eq!(p.get().capacity(), 32);
     }
 }

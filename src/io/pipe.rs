@@ -101,11 +101,14 @@ impl PipePool {
         }
     }
 
-    pub fn set_size(&mut self, size: usize) {
+    /// Pipe size handed out from now on, and idle pipes kept.
+    pub fn set_size(&mut self, size: usize, max_free: usize) {
         if size != self.size {
             self.size = size;
             self.free.clear();
         }
+        self.max_free = max_free;
+        self.free.truncate(max_free);
     }
 
     /// An empty pipe, or `None` when none can be had now.
