@@ -2,4 +2,5 @@
 //! the balancer, connected, relayed both ways, closed and logged.
 
 pub mod proxy_protocol;
+pub mod relay;
 pub mod session;
