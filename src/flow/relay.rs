@@ -264,3 +264,7 @@ fn splice_direction<S>(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;
