@@ -7,6 +7,7 @@ pub mod close;
 pub mod connect;
 pub mod listen;
 pub mod proxy_protocol;
+pub mod relay;
 pub mod session;
 
 use std::time::Instant;

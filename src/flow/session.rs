@@ -1,33 +1,30 @@
-//! Step 4 of the data flow: one client/backend pair and its relay state
-//! machine (connecting, relaying, half-closed, closing).
+//! Step 4 of the data flow: one client/backend pair and its state machine (connecting, relaying, half-closed).
 //!
 //! Both sockets are registered once for read and write, edge-triggered. The
 //! pair remembers the readiness each side has reported and not yet used up
 //! (`readable`/`writable` turn false only on WouldBlock), so [`Pair::drive`]
 //! can be called after any event, or again later, and moves every byte it
 //! can without a syscall to change interest. A full buffer simply stops
-//! reading from its sender: that is the backpressure.
+//! reading from its sender: that is the backpressure. The moving itself, one
+//! direction at a time, is in [`relay`].
 
 use std::fmt;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use std::os::fd::AsRawFd;
-
 use crate::balance::health::CheckResult;
+use crate::flow::relay::{self, Stream};
 use crate::io::buffer::{Buffer, Pools};
 use crate::io::pipe::Pipe;
-use crate::io::pump::{self, Fill, Flush};
+use crate::io::pump::{self, Flush};
 
-/// Bytes read from one side per [`Pair::drive`] call before the pair yields
-/// to others and is driven again on the next loop turn.
-pub const DRIVE_BUDGET: usize = 256 * 1024;
+pub use crate::flow::relay::DRIVE_BUDGET;
 
 /// One socket of a pair, with the readiness it has and the half-closes done.
-pub struct Side {
-    pub stream: TcpStream,
+pub struct Side<S = TcpStream> {
+    pub stream: S,
     pub readable: bool,
     pub writable: bool,
     /// The peer shut down its write half (we read EOF).
@@ -40,8 +37,8 @@ pub struct Side {
     pub err: bool,
 }
 
-impl Side {
-    pub fn new(stream: TcpStream) -> Side {
+impl<S> Side<S> {
+    pub fn new(stream: S) -> Side<S> {
         Side {
             stream,
             readable: false,
@@ -54,17 +51,6 @@ impl Side {
     }
 
     /// Records what an event says this socket is ready for.
-    /// What a short read on this socket means (see [`pump::ShortRead`]).
-    fn short_read(&self) -> pump::ShortRead {
-        if self.err {
-            pump::ShortRead::Unknown
-        } else if self.rdhup {
-            pump::ShortRead::Eof
-        } else {
-            pump::ShortRead::Empty
-        }
-    }
-
     pub fn on_event(&mut self, ev: &mio::event::Event) {
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.readable = true;
@@ -189,17 +175,17 @@ impl Flow {
 }
 
 /// One client connection and the backend connection serving it.
-pub struct Pair {
+pub struct Pair<S = TcpStream> {
     /// Unique for the process's life; tells a reused slab slot from the old.
     pub id: u64,
     pub service: usize,
     pub client_addr: SocketAddr,
     pub started: Instant,
     pub phase: Phase,
-    pub client: Side,
+    pub client: Side<S>,
     /// Backend key in the service's balancer, while one is assigned.
     pub backend: Option<usize>,
-    pub server: Option<Side>,
+    pub server: Option<Side<S>>,
     /// Backends that already failed to connect for this client.
     pub tried: Vec<usize>,
     pub connect_deadline: Option<Instant>,
@@ -219,14 +205,8 @@ pub struct Pair {
     pub timer_at: Option<Instant>,
 }
 
-/// Which side of a pair failed.
-enum Failed {
-    Src,
-    Dst,
-}
-
-impl Pair {
-    pub fn new(id: u64, service: usize, client: TcpStream, client_addr: SocketAddr, now: Instant) -> Pair {
+impl<S> Pair<S> {
+    pub fn new(id: u64, service: usize, client: S, client_addr: SocketAddr, now: Instant) -> Pair<S> {
         Pair {
             id,
             service,
@@ -259,68 +239,6 @@ impl Pair {
         }
     }
 
-    /// Moves every byte it can in both directions, as far as the remembered
-    /// readiness, the buffers and the budget allow.
-    pub fn drive(&mut self, pools: &mut Pools) -> Result<Progress, End> {
-        let mut p = Progress::default();
-        let connected = self.phase == Phase::Relaying;
-
-        // A PROXY header goes out before any client byte.
-        let mut header_done = self.preamble.is_none();
-        if let (Some(pre), Some(server), true) = (self.preamble.as_mut(), self.server.as_mut(), connected) {
-            if server.writable {
-                let (n, r) = pump::write_all_nb(&pre.bytes[pre.written..], &mut server.stream);
-                pre.written += n;
-                p.to_backend += n as u64;
-                match r {
-                    Ok(Flush::Drained) => header_done = true,
-                    Ok(Flush::WouldBlock) => server.writable = false,
-                    Err(_) => return Err(End::BackendReset),
-                }
-            }
-        }
-        if header_done {
-            self.preamble = None;
-        }
-
-        // Client -> backend. Until connected (or while the header is still
-        // going out) client bytes are only buffered, up to one buffer.
-        let dst = self.server.as_mut().filter(|_| connected && header_done);
-        let (read, wrote, again) = pump_direction(&mut self.client, dst, &mut self.up, self.down.is_empty(), pools)
-            .map_err(|f| match f {
-                Failed::Src => End::ClientReset,
-                Failed::Dst => End::BackendReset,
-            })?;
-        p.from_client = read;
-        p.to_backend += wrote;
-        p.again |= again;
-        self.bytes_from_client += read;
-
-        // Backend -> client.
-        if connected {
-            if let Some(server) = self.server.as_mut() {
-                let (read, wrote, again) = pump_direction(
-                    server,
-                    Some(&mut self.client),
-                    &mut self.down,
-                    self.up.is_empty(),
-                    pools,
-                )
-                .map_err(|f| match f {
-                    Failed::Src => End::BackendReset,
-                    Failed::Dst => End::ClientReset,
-                })?;
-                p.from_backend = read;
-                p.to_client = wrote;
-                p.again |= again;
-                self.bytes_to_client += wrote;
-            }
-        }
-
-        p.finished = connected && self.is_finished();
-        Ok(p)
-    }
-
     /// Both directions have ended and everything was delivered.
     fn is_finished(&self) -> bool {
         let Some(server) = &self.server else { return false };
@@ -339,149 +257,66 @@ impl Pair {
     }
 }
 
-/// Relays one direction: flush what is buffered, read more while there is
-/// room, readiness and budget, and repeat. Takes a buffer (or, for a bulk
-/// direction, a pipe) from its pool only while bytes are in flight, and
-/// passes EOF on as a write shutdown once everything before it was delivered.
-///
-/// `reverse_empty` says the opposite direction holds no buffered bytes: when
-/// that direction has also ended, the pair is about to close, and the close
-/// itself sends the FIN, so the shutdown syscall is skipped.
-fn pump_direction(
-    src: &mut Side,
-    mut dst: Option<&mut Side>,
-    flow: &mut Flow,
-    reverse_empty: bool,
-    pools: &mut Pools,
-) -> Result<(u64, u64, bool), Failed> {
-    let splice = flow.bulk && flow.buf.is_none() && dst.is_some() && pools.pipes.as_ref().is_some_and(|p| !p.starved);
-    if splice && flow.pipe.is_none() {
-        flow.pipe = pools.pipes.as_mut().and_then(|p| p.get());
-    }
-    let (read, wrote) = match (flow.pipe.as_mut(), dst.as_deref_mut()) {
-        (Some(pipe), Some(d)) => splice_direction(src, d, pipe)?,
-        _ => copy_direction(src, dst.as_deref_mut(), flow, pools)?,
-    };
-    if flow.pipe.as_ref().is_some_and(|p| p.len == 0) {
-        if let (Some(p), Some(pipes)) = (flow.pipe.take(), pools.pipes.as_mut()) {
-            pipes.put(p);
-        }
-    }
-    if src.read_eof && flow.is_empty() {
-        if let Some(d) = dst {
-            if !d.write_shut {
-                d.write_shut = true;
-                let closing_anyway = d.read_eof && reverse_empty && src.write_shut;
-                if !closing_anyway {
-                    // NotConnected just means the peer is already fully gone;
-                    // the next read or write on it reports that properly.
-                    let _ = d.stream.shutdown(Shutdown::Write);
-                }
+impl<S: Stream> Pair<S> {
+    /// Moves every byte it can in both directions, as far as the remembered
+    /// readiness, the buffers and the budget allow.
+    pub fn drive(&mut self, pools: &mut Pools) -> Result<Progress, End> {
+        let mut p = Progress::default();
+        let connected = self.phase == Phase::Relaying;
+        let header_done = self.send_preamble(connected, &mut p)?;
+
+        // Client -> backend. Until connected (or while the header is still
+        // going out) client bytes are only buffered, up to one buffer.
+        let dst = self.server.as_mut().filter(|_| connected && header_done);
+        let up = relay::pump_direction(&mut self.client, dst, &mut self.up, self.down.is_empty(), pools)
+            .map_err(|f| f.name(End::ClientReset, End::BackendReset))?;
+        p.from_client = up.read;
+        p.to_backend += up.wrote;
+        p.again |= up.again;
+        self.bytes_from_client += up.read;
+
+        // Backend -> client.
+        if connected {
+            if let Some(server) = self.server.as_mut() {
+                let down = relay::pump_direction(
+                    server,
+                    Some(&mut self.client),
+                    &mut self.down,
+                    self.up.is_empty(),
+                    pools,
+                )
+                .map_err(|f| f.name(End::BackendReset, End::ClientReset))?;
+                p.from_backend = down.read;
+                p.to_client = down.wrote;
+                p.again |= down.again;
+                self.bytes_to_client += down.wrote;
             }
         }
-    }
-    let again = src.readable && !src.read_eof && read >= DRIVE_BUDGET;
-    Ok((read as u64, wrote as u64, again))
-}
 
-/// The user-space path: socket -> buffer -> socket.
-fn copy_direction(
-    src: &mut Side,
-    mut dst: Option<&mut Side>,
-    flow: &mut Flow,
-    pools: &mut Pools,
-) -> Result<(usize, usize), Failed> {
-    let mut read = 0usize;
-    let mut wrote = 0usize;
-    let slot = &mut flow.buf;
-    loop {
-        if let (Some(buf), Some(d)) = (slot.as_mut(), dst.as_deref_mut()) {
-            if !buf.is_empty() && d.writable {
-                // After the source's EOF these are the last bytes: they may
-                // wait in the kernel for the FIN that follows at once.
-                let (n, r) = if src.read_eof {
-                    pump::flush(buf, &mut pump::LastBytes(&d.stream))
-                } else {
-                    pump::flush(buf, &mut d.stream)
-                };
-                wrote += n;
+        p.finished = connected && self.is_finished();
+        Ok(p)
+    }
+
+    /// Writes what is left of the PROXY header, which goes out before any
+    /// client byte; says whether none is left.
+    fn send_preamble(&mut self, connected: bool, p: &mut Progress) -> Result<bool, End> {
+        let mut header_done = self.preamble.is_none();
+        if let (Some(pre), Some(server), true) = (self.preamble.as_mut(), self.server.as_mut(), connected) {
+            if server.writable {
+                let rest = pre.bytes.get(pre.written..).unwrap_or_default();
+                let (n, r) = pump::write_all_nb(rest, &mut server.stream);
+                pre.written += n;
+                p.to_backend += n as u64;
                 match r {
-                    Ok(Flush::Drained) => {}
-                    Ok(Flush::WouldBlock) => d.writable = false,
-                    Err(_) => return Err(Failed::Dst),
+                    Ok(Flush::Drained) => header_done = true,
+                    Ok(Flush::WouldBlock) => server.writable = false,
+                    Err(_) => return Err(End::BackendReset),
                 }
             }
         }
-        if !src.readable || src.read_eof || read >= DRIVE_BUDGET {
-            break;
+        if header_done {
+            self.preamble = None;
         }
-        let buf = slot.get_or_insert_with(|| pools.buffers.get());
-        if buf.is_full() {
-            break;
-        }
-        let short = src.short_read();
-        let (n, r) = pump::fill(buf, &mut src.stream, DRIVE_BUDGET - read, short);
-        // Each turn reads something or ends: WouldBlock, EOF and errors
-        // leave the loop at the checks above.
-        read += n;
-        match r {
-            Ok(Fill::WouldBlock) => src.readable = false,
-            Ok(Fill::Eof) => src.read_eof = true,
-            Ok(Fill::Full) => flow.bulk = true,
-            Ok(Fill::Budget) => {}
-            Err(_) => {
-                if let Some(b) = slot.take() {
-                    pools.buffers.put(b);
-                }
-                return Err(Failed::Src);
-            }
-        }
-    }
-    if slot.as_ref().is_some_and(|b| b.is_empty()) {
-        if let Some(b) = slot.take() {
-            pools.buffers.put(b);
-        }
-    }
-    Ok((read, wrote))
-}
-
-/// The bulk path (Linux): socket -> pipe -> socket with splice, no copy.
-fn splice_direction(src: &mut Side, dst: &mut Side, pipe: &mut Pipe) -> Result<(usize, usize), Failed> {
-    use std::io::ErrorKind::WouldBlock;
-    let mut read = 0usize;
-    let mut wrote = 0usize;
-    loop {
-        let mut progress = false;
-        if pipe.len > 0 && dst.writable {
-            match pipe.drain_to(dst.stream.as_raw_fd()) {
-                Ok(n) => {
-                    wrote += n;
-                    progress |= n > 0;
-                }
-                Err(e) if e.kind() == WouldBlock => dst.writable = false,
-                Err(_) => return Err(Failed::Dst),
-            }
-        }
-        if src.readable && !src.read_eof && read < DRIVE_BUDGET && pipe.len < pipe.cap {
-            match pipe.fill_from(src.stream.as_raw_fd(), pipe.cap - pipe.len) {
-                Ok(0) => src.read_eof = true,
-                Ok(n) => {
-                    read += n;
-                    progress = true;
-                }
-                // With bytes in the pipe, EAGAIN may mean the pipe is full
-                // (it counts page slots, not bytes): keep the readiness and
-                // read again once the pipe has drained.
-                Err(e) if e.kind() == WouldBlock => {
-                    if pipe.len == 0 {
-                        src.readable = false;
-                    }
-                }
-                Err(_) => return Err(Failed::Src),
-            }
-        }
-        if !progress {
-            return Ok((read, wrote));
-        }
+        Ok(header_done)
     }
 }
