@@ -91,10 +91,11 @@ pub fn fill<R: Read + ?Sized>(
 /// how many were written.
 pub fn write_all_nb<W: Write + ?Sized>(bytes: &[u8], dst: &mut W) -> (usize, io::Result<Flush>) {
     let mut done = 0;
-    while done < bytes.len() {
-        match dst.write(&bytes[done..]) {
+    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+        match dst.write(rest) {
             Ok(0) => return (done, Err(ErrorKind::WriteZero.into())),
-            Ok(n) => done += n,
+            // A writer claiming more than it was given is not believed.
+            Ok(n) => done += n.min(rest.len()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return (done, Ok(Flush::WouldBlock)),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return (done, Err(e)),
