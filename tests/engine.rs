@@ -694,3 +694,44 @@ fn idle_pipes_after_a_burst_are_bounded() {
     let fds = p.open_fds();
     assert!(fds <= base + 2 * 64, "{fds} descriptors open, {base} before the burst");
 }
+
+/// A connection from `ip` (a 127/8 source address) to `addr`.
+fn connect_from(ip: &str, addr: std::net::SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&format!("{ip}:0").parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    s.connect(&addr.into()).unwrap();
+    s.into()
+}
+
+/// One IP at its `max_connections_per_ip` gets further connections closed
+/// at once (`end=ip_limit`), and another IP is served without delay.
+#[test]
+fn one_ip_at_its_limit_does_not_delay_another() {
+    let echo = Backend::echo();
+    let p = Running::start(&service_config("max_connections_per_ip = 3", &[echo.addr]));
+    let addr = p.addr("svc");
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", addr)).collect();
+    for c in &mut held {
+        assert_eq!(roundtrip(c, b"hold"), b"hold");
+    }
+    let mut fourth = connect_from("127.0.0.1", addr);
+    assert!(
+        closes_within(&mut fourth, SOON),
+        "the fourth connection of one IP is closed"
+    );
+    p.wait_log("end=ip_limit", SOON);
+    let started = Instant::now();
+    let mut other = connect_from("127.0.0.2", addr);
+    assert_eq!(roundtrip(&mut other, b"other ip"), b"other ip");
+    assert!(started.elapsed() < SOON);
+    // A slot given back is free again for the first IP.
+    drop(held.pop());
+    wait_for("the slot to come back", SOON, || {
+        let mut c = connect_from("127.0.0.1", addr);
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.write_all(b"again").ok()?;
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).ok().map(|_| ())
+    });
+}

@@ -150,6 +150,9 @@ pub struct ServiceConfig {
     pub retries: u32,
     /// 0 means only the global limit applies.
     pub max_connections: usize,
+    /// Open connections one client IP may hold; 0 = no limit. A client past
+    /// it is accepted and closed at once.
+    pub max_connections_per_ip: usize,
     /// Listen backlog: clients past the connection limits wait here (the
     /// kernel caps it at net.core.somaxconn).
     pub backlog: u32,

@@ -59,6 +59,7 @@ pub(super) struct RawService {
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) retries: Option<u64>,
     pub(super) max_connections: Option<u64>,
+    pub(super) max_connections_per_ip: Option<u64>,
     pub(super) backlog: Option<u64>,
     pub(super) send_proxy: Option<String>,
     pub(super) health_check: Option<RawHealthCheck>,

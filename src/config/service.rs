@@ -1,9 +1,14 @@
 //! Configuration, step 2 per `[[service]]`: name, listen address, strategy, limits and backends checked.
 
+use std::collections::HashSet;
+
 use super::raw::{RawBackend, RawService};
 use super::resolve::resolve;
 use super::validate::Validator;
 use super::{BackendConfig, SendProxy, ServiceConfig, Strategy};
+
+/// Longest service name.
+pub const MAX_NAME: usize = 64;
 
 /// `service[i] (name)`, the prefix of every key of one service; just
 /// `service[i]` while the name is empty.
@@ -28,12 +33,28 @@ impl Validator {
         let retries = self.count(&format!("{key}.retries"), s.retries, 2, 0, 100) as u32;
         let max_connections =
             self.count(&format!("{key}.max_connections"), s.max_connections, 0, 0, 10_000_000) as usize;
+        let per_ip = self.count(
+            &format!("{key}.max_connections_per_ip"),
+            s.max_connections_per_ip,
+            0,
+            0,
+            10_000_000,
+        ) as usize;
         let backlog = self.count(&format!("{key}.backlog"), s.backlog, 1024, 1, 65535) as u32;
         let health_check = s.health_check.map(|h| self.health(&format!("{key}.health_check"), h));
         let backends = self.backends(&key, s.backend);
         let (true, Some(listen), Some(strategy), Some(backends)) = (name_ok, listen, strategy, backends) else {
             return None;
         };
+        if let Some(b) = backends.iter().find(|b| b.addr == listen) {
+            // Every client would come back to this listener until the
+            // connection limit is full.
+            self.err(
+                &format!("{key}.backend"),
+                format!("backend {:?} is the service's own listen address (a loop)", b.address),
+            );
+            return None;
+        }
         Some(ServiceConfig {
             name: s.name,
             listen,
@@ -42,6 +63,7 @@ impl Validator {
             idle_timeout: (!idle.is_zero()).then_some(idle),
             retries,
             max_connections,
+            max_connections_per_ip: per_ip,
             backlog,
             send_proxy,
             health_check,
@@ -49,13 +71,18 @@ impl Validator {
         })
     }
 
-    /// A name is needed (stats and logs show it) and must print plainly.
+    /// A name is needed (stats and logs show it) and must print plainly:
+    /// up to [`MAX_NAME`] letters, digits, `.`, `_` and `-`, so no log line,
+    /// label or page can be spoofed or bloated through it.
     fn service_name(&mut self, key: &str, name: &str) -> bool {
-        if name.trim().is_empty() {
+        if name.is_empty() {
             self.err(key, "must not be empty");
             false
-        } else if name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-            self.err(key, "must not contain quotes, backslashes or control characters");
+        } else if name.len() > MAX_NAME {
+            self.err(key, format!("is {} characters long; at most {MAX_NAME}", name.len()));
+            false
+        } else if !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+            self.err(key, "may hold only letters, digits, '.', '_' and '-'");
             false
         } else {
             true
@@ -103,13 +130,14 @@ impl Validator {
             ok = false;
         }
         let mut backends: Vec<BackendConfig> = Vec::new();
+        let mut seen = HashSet::new();
         for (j, b) in raw.into_iter().enumerate() {
             let bkey = format!("{key}.backend[{j}]");
             let Some(b) = self.backend(&bkey, b) else {
                 ok = false;
                 continue;
             };
-            if backends.iter().any(|o| o.address == b.address) {
+            if !seen.insert(b.address.clone()) {
                 self.err(&format!("{bkey}.address"), format!("duplicate backend {:?}", b.address));
                 ok = false;
             }

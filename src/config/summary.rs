@@ -33,7 +33,7 @@ impl fmt::Display for Config {
 
 /// `service "name": listen ... health_check on|off`.
 fn service_line(f: &mut fmt::Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
-    writeln!(
+    write!(
         f,
         "service {:?}: listen {} backlog {} strategy {} retries {} connect_timeout_ms {} send_proxy {} health_check {}",
         s.name,
@@ -44,7 +44,16 @@ fn service_line(f: &mut fmt::Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
         s.connect_timeout.as_millis(),
         s.send_proxy,
         if s.health_check.is_some() { "on" } else { "off" }
-    )
+    )?;
+    for (key, n) in [
+        ("max_connections", s.max_connections),
+        ("max_connections_per_ip", s.max_connections_per_ip),
+    ] {
+        if n > 0 {
+            write!(f, " {key} {n}")?;
+        }
+    }
+    writeln!(f)
 }
 
 /// `  backend ADDRESS (RESOLVED) weight W [backup] [max_connections N]`.

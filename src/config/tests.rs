@@ -227,3 +227,57 @@ fn mutated_files_never_panic() {
     }
     assert!(ok > 0 && ok < 3000, "mutations should produce both outcomes ({ok} ok)");
 }
+
+#[test]
+fn service_names_are_short_and_plain() {
+    let named = |n: &str| MIN.replace("name = \"a\"", &format!("name = \"{n}\""));
+    assert!(Config::parse(&named("db-write_1.eu")).is_ok());
+    for (bad, why) in [
+        ("x".repeat(65), "at most 64"),
+        ("a b".to_string(), "only letters"),
+        ("evil\u{202e}gnp".to_string(), "only letters"),
+        ("\u{7}".to_string(), "only letters"),
+        (String::new(), "must not be empty"),
+    ] {
+        let err = Config::parse(&named(&bad.replace('\u{7}', "\\u0007")))
+            .unwrap_err()
+            .join("\n");
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn a_backend_at_the_own_listen_address_is_a_loop() {
+    let text = MIN
+        .replace("127.0.0.1:0", "127.0.0.1:9000")
+        .replace("address = \"127.0.0.1:1\"", "address = \"127.0.0.1:9000\"");
+    let err = Config::parse(&text).unwrap_err().join("\n");
+    assert!(err.contains("own listen address"), "{err}");
+}
+
+#[test]
+fn max_connections_per_ip() {
+    assert_eq!(Config::parse(MIN).unwrap().services[0].max_connections_per_ip, 0);
+    let text = MIN.replace("listen =", "max_connections_per_ip = 5\nlisten =");
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.services[0].max_connections_per_ip, 5);
+    assert!(c.to_string().contains("max_connections_per_ip 5"), "{c}");
+}
+
+#[test]
+fn many_backends_parse_without_quadratic_checks() {
+    let mut text = String::from("[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n");
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "[[service.backend]]\naddress = \"127.0.{}.{}:80\"\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    assert_eq!(Config::parse(&text).unwrap().services[0].backends.len(), 30_000);
+    let dup = text + "[[service.backend]]\naddress = \"127.0.0.1:80\"\n";
+    assert!(Config::parse(&dup)
+        .unwrap_err()
+        .join("\n")
+        .contains("duplicate backend"));
+}

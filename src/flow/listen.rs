@@ -11,7 +11,7 @@ use log::{error, warn};
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::session::{Pair, Preamble};
+use super::session::{End, Pair, Preamble};
 use super::{proxy_protocol, Ctx, Traffic};
 use crate::config::SendProxy;
 use crate::io::socket;
@@ -167,8 +167,17 @@ impl Traffic {
             warn!("client={addr} service={}: cannot register: {e}", svc.cfg.name);
             return;
         }
+        let limit = svc.cfg.max_connections_per_ip;
+        let over = limit > 0 && svc.clients.get(&addr.ip()).is_some_and(|&n| n >= limit);
         entry.insert(pair);
         cx.state.open(svc_key, addr.ip());
+        if over {
+            // Accepted and closed at once: the client learns it now instead
+            // of waiting in the backlog behind its own connections.
+            cx.state.reject(svc_key);
+            self.close(key, End::IpLimit, cx);
+            return;
+        }
         self.connect(key, cx);
     }
 }

@@ -94,6 +94,9 @@ pub enum End {
     IdleTimeout,
     /// No backend could be chosen (counted as rejected).
     NoBackend,
+    /// The client's IP already holds `max_connections_per_ip` (counted as
+    /// rejected).
+    IpLimit,
     /// Every backend tried failed to connect; the last reason.
     ConnectFailed(CheckResult),
     /// Out of file descriptors or another local resource.
@@ -118,6 +121,7 @@ impl fmt::Display for End {
             End::BackendReset => f.write_str("backend_reset"),
             End::IdleTimeout => f.write_str("idle_timeout"),
             End::NoBackend => f.write_str("no_backend"),
+            End::IpLimit => f.write_str("ip_limit"),
             End::ConnectFailed(r) => write!(f, "connect_failed({r})"),
             End::LocalError => f.write_str("local_error"),
             End::Shutdown => f.write_str("shutdown"),

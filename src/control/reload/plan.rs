@@ -118,6 +118,7 @@ fn same_settings(a: &ServiceConfig, b: &ServiceConfig) -> bool {
         idle_timeout,
         retries,
         max_connections,
+        max_connections_per_ip,
         backlog,
         send_proxy,
         health_check,
@@ -130,6 +131,7 @@ fn same_settings(a: &ServiceConfig, b: &ServiceConfig) -> bool {
         && *idle_timeout == b.idle_timeout
         && *retries == b.retries
         && *max_connections == b.max_connections
+        && *max_connections_per_ip == b.max_connections_per_ip
         && *backlog == b.backlog
         && *send_proxy == b.send_proxy
         && *health_check == b.health_check
