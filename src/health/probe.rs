@@ -159,6 +159,14 @@ impl Prober {
         }
     }
 
+    /// Whether a probe timer entry still matters; `false` lets the loop's
+    /// compaction drop it (entries of probes removed by a reload).
+    pub fn timer_is_live(&self, key: usize, tag: u64) -> bool {
+        self.probes
+            .get(key)
+            .is_some_and(|p| p.armed.is_some_and(|(armed, _)| armed == tag) || p.resume == Some(tag))
+    }
+
     /// Stops probing altogether (graceful stop).
     pub fn stop_all(&mut self) {
         self.probes.clear();
@@ -381,5 +389,31 @@ mod tests {
         assert!(failed[1] >= 20, "the refusing backend was checked {} times", failed[1]);
         assert_eq!(failed[0], 0, "the open backend passes");
         assert!(most <= 2, "{most} timer entries for 2 probes");
+    }
+
+    #[test]
+    fn entries_of_removed_probes_are_not_live() {
+        let mut text = String::from(
+            "[[service]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\n[service.health_check]\ninterval_ms = 600000\n",
+        );
+        for port in 1..=5 {
+            text.push_str(&format!("[[service.backend]]\naddress = \"127.0.0.1:{port}\"\n"));
+        }
+        let cfg = Config::parse(&text).unwrap();
+        let now = Instant::now();
+        let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut services = Slab::new();
+        let svc = services.insert(Service::new(cfg.services[0].clone(), listener, now));
+        let (mut prober, mut timers) = (Prober::default(), Timers::default());
+        // Every reload reschedules the service's probes.
+        for _ in 0..10 {
+            prober.schedule_service(svc, &services[svc], &mut timers, now);
+        }
+        assert_eq!(timers.len(), 50);
+        timers.retain(|_, kind| match *kind {
+            TimerKind::Probe(key, tag) => prober.timer_is_live(key, tag),
+            _ => true,
+        });
+        assert_eq!(timers.len(), 5);
     }
 }
