@@ -371,15 +371,17 @@ impl Proxy {
 
     /// Keeps the timer heap proportional to what is open: once it has grown
     /// to twice its size after the last sweep (plus slack), drops the
-    /// entries of pairs that are gone or re-armed. The threshold doubling
+    /// entries of pairs that are gone or re-armed and the stale entries of
+    /// probes (`Prober::timer_is_live`). The threshold doubling
     /// keeps the sweep amortised O(1) even when live entries dominate.
     fn compact_timers(&mut self) {
         if self.timers.len() <= self.timers_sweep_at {
             return;
         }
-        let traffic = &self.traffic;
+        let (traffic, prober) = (&self.traffic, &self.prober);
         self.timers.retain(|when, kind| match *kind {
             TimerKind::Pair(key, id) => traffic.timer_is_live(key, id, when),
+            TimerKind::Probe(key, tag) => prober.timer_is_live(key, tag),
             _ => true,
         });
         self.timers_sweep_at = 2 * self.timers.len() + TIMERS_SLACK;

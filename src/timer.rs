@@ -15,7 +15,8 @@ use std::time::Instant;
 pub enum TimerKind {
     /// A pair's connect or idle deadline (pair key, pair id).
     Pair(usize, u64),
-    /// A health probe is due or has timed out (probe key, probe generation).
+    /// A health probe's deadline, or the resumption of a check that used
+    /// up its budget (probe key, entry tag).
     Probe(usize, u64),
     /// A stats connection's idle deadline (connection key, id).
     StatsConn(usize, u64),

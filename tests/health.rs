@@ -304,3 +304,143 @@ fn mysql_check_logs_in_and_quits() {
     });
     assert!(!p.log_text().contains(&format!("backend={} is DOWN", good.addr)));
 }
+
+/// Frames `payload` as one MySQL packet.
+fn mysql_packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![
+        payload.len() as u8,
+        (payload.len() >> 8) as u8,
+        (payload.len() >> 16) as u8,
+        seq,
+    ];
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A MySQL server gone wrong: greets, then answers the login with
+/// auth-switch requests back to back for as long as the client listens.
+fn auth_switch_flood() -> Backend {
+    Backend::spawn(|mut s| {
+        if s.write_all(&mysql_packet(0, b"\x0a5.7.99-fake\x00\x01\x00\x00\x00abcdefgh\x00"))
+            .is_err()
+        {
+            return;
+        }
+        // Swallow whatever the client sends, so its writes never block.
+        if let Ok(mut r) = s.try_clone() {
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+        // 64-byte packets: a reader that drops what follows the first packet
+        // of a 4 KiB read still lands on a packet boundary.
+        let mut switch = b"\xfemysql_native_password\x00".to_vec();
+        switch.resize(60, b'x');
+        switch[59] = 0;
+        let burst: Vec<u8> = (0..1024u32)
+            .flat_map(|i| mysql_packet((2 + 2 * i) as u8, &switch))
+            .collect();
+        while s.write_all(&burst).is_ok() {}
+    })
+}
+
+fn two_services(first: &str, first_backend: SocketAddr, second: &str, second_backend: SocketAddr) -> String {
+    format!(
+        "[global]\nlog_level = \"info\"\n[stats]\nlisten = \"127.0.0.1:0\"\n\
+         [[service]]\nname = \"first\"\nlisten = \"127.0.0.1:0\"\n{first}\n\
+         [[service.backend]]\naddress = \"{first_backend}\"\n\
+         [[service]]\nname = \"second\"\nlisten = \"127.0.0.1:0\"\n{second}\n\
+         [[service.backend]]\naddress = \"{second_backend}\"\n"
+    )
+}
+
+fn stats_json(addr: SocketAddr) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+#[test]
+fn a_flood_of_auth_switches_neither_stalls_other_traffic_nor_passes_the_check() {
+    let flood = auth_switch_flood();
+    let echo = Backend::echo();
+    let hc = "[service.health_check]\ninterval_ms = 200\ntimeout_ms = 1000\nfall = 2\nmysql_user = \"check\"\n";
+    let p = Running::start(&two_services(hc, flood.addr, "", echo.addr));
+    let mut c = connect(p.addr("second"));
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let msg = b"round trip 0123456789";
+    let mut got = [0u8; 21];
+    let (mut worst, mut trips) = (Duration::ZERO, 0u32);
+    let end = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < end {
+        let t = Instant::now();
+        let ok = c.write_all(msg).is_ok() && c.read_exact(&mut got).is_ok();
+        worst = worst.max(t.elapsed());
+        if !ok {
+            break;
+        }
+        assert_eq!(&got, msg);
+        trips += 1;
+        thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!("echo round trips: {trips}, longest {worst:?}");
+    assert!(
+        worst < Duration::from_millis(100),
+        "an echo round trip waited {worst:?} ({trips} done)"
+    );
+    let line = p.wait_log(&format!("backend={} is DOWN", flood.addr), SOON);
+    assert!(line.contains("too many auth switches"), "{line}");
+    let j = stats_json(p.stats_addr());
+    let b = &j["services"][0]["backends"][0];
+    assert_eq!(b["state"], "down", "{b}");
+    assert_eq!(b["last_check"], "too many auth switches", "{b}");
+}
+
+#[test]
+fn probe_timer_entries_stay_bounded_with_a_timeout_far_above_the_interval() {
+    // Accepts, never says a word: a bare connect check passes at once.
+    let quiet = TcpListener::bind("127.0.0.1:0").unwrap();
+    let quiet_addr = quiet.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in quiet.incoming() {
+            drop(s);
+        }
+    });
+    // Accepts, reads, never answers: a check expecting a reply stays open.
+    let mute = Backend::spawn(|mut s| {
+        let mut buf = [0u8; 64];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let hc = "[service.health_check]\ninterval_ms = 1\ntimeout_ms = 86400000\n";
+    let cfg = two_services(hc, quiet_addr, &format!("{hc}expect = \"x\"\n"), mute.addr);
+    // Plus a backend that refuses, so failing checks cycle too.
+    let dead = refused_addr();
+    let cfg = cfg.replacen(
+        "[[service]]\nname = \"second\"",
+        &format!("[[service.backend]]\naddress = \"{dead}\"\n[[service]]\nname = \"second\""),
+        1,
+    );
+    let p = Running::start(&cfg);
+    let stats = p.stats_addr();
+    let mut samples = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        thread::sleep(Duration::from_millis(250));
+        samples.push(stats_json(stats)["timers_pending"].as_u64().unwrap());
+    }
+    let j = stats_json(stats);
+    let checks = j["services"][0]["backends"][1]["failures"].as_u64().unwrap();
+    let worst = samples.iter().copied().max().unwrap();
+    eprintln!(
+        "timers pending: max {worst}, last {:?}; failed checks of the refusing backend: {checks}",
+        samples.last()
+    );
+    assert!(checks > 1000, "checks ran only {checks} times");
+    assert!(worst < 100, "timer entries grew to {worst}: {samples:?}");
+    // A check that has not finished is not overlapped by the next one.
+    assert_eq!(mute.accepted(), 1, "checks of the mute backend overlapped");
+}

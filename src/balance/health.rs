@@ -17,6 +17,8 @@ pub enum CheckResult {
     UnexpectedReply,
     /// The backend closed before the expected reply arrived.
     Closed,
+    /// The backend broke its protocol in a way worth naming (the text).
+    Protocol(&'static str),
     /// No file descriptor or another local error.
     LocalError,
     /// Any other socket error.
@@ -47,6 +49,7 @@ impl fmt::Display for CheckResult {
             CheckResult::Reset => "reset",
             CheckResult::UnexpectedReply => "unexpected reply",
             CheckResult::Closed => "closed",
+            CheckResult::Protocol(what) => what,
             CheckResult::LocalError => "local error",
             CheckResult::Error => "error",
         })

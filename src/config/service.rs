@@ -53,7 +53,6 @@ impl Validator {
                 &format!("{key}.backend"),
                 format!("backend {:?} is the service's own listen address (a loop)", b.address),
             );
-            return None;
         }
         Some(ServiceConfig {
             name: s.name,

@@ -1,62 +1,49 @@
-//! Side flow: active health-check probes. Each backend of a service with a
-//! `[service.health_check]` table has one probe: a socket of the same event
-//! loop that connects, sends `send`, reads until the reply contains `expect`,
-//! all within `timeout_ms`, then waits for its next turn. Probes of one
-//! service are spread over the interval so they never fire together.
+//! Health flow, scheduling: each backend of a service with a
+//! `[service.health_check]` table has one probe, a socket of the same event
+//! loop that runs one check (see `check`) at a time, within `timeout_ms`,
+//! then waits for its next turn. Probes of one service are spread over the
+//! interval so they never fire together.
+//!
+//! Each probe keeps one deadline entry in the timer heap, however far apart
+//! `interval_ms` and `timeout_ms` are: the entry is armed no later than the
+//! earliest moment the probe could need it (see [`Probe::set_due`]), and
+//! when it fires early it is simply armed again. A check that used up its
+//! budget for one call gets one more entry, due at once, to resume it.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::Interest;
 use slab::Slab;
 
 use crate::balance::health::{CheckResult, Transition};
 use crate::config::HealthCheck;
-use crate::health::mysql;
-use crate::io::pump::{self, Flush};
+use crate::health::check::{Check, Progress};
 use crate::io::socket;
 use crate::rng::Rng;
 use crate::state::Service;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
-/// Most reply bytes a probe keeps while looking for `expect`.
-const MAX_REPLY: usize = 16 * 1024;
-
-/// Where a probe is in its cycle.
-enum Stage {
-    /// Waiting for its next turn.
-    Idle,
-    /// Non-blocking connect in progress.
-    Connecting(TcpStream),
-    /// Writing `send` (bytes written so far).
-    Sending(TcpStream, usize),
-    /// Reading the reply (bytes received so far).
-    Reading(TcpStream, Vec<u8>),
-    /// MySQL check: waiting for a server packet (bytes so far, what it is).
-    MysqlReading(TcpStream, Vec<u8>, MysqlStep),
-    /// MySQL check: writing a packet (bytes, written so far), then `step`.
-    MysqlWriting(TcpStream, Vec<u8>, usize, MysqlStep),
-}
-
-/// Where a MySQL check is: the greeting, the login's answer, the quit.
-#[derive(Clone, Copy)]
-enum MysqlStep {
-    Greeting,
-    Auth,
-    Quit,
-}
+/// How soon a check that yielded is resumed: just after this loop turn's
+/// timers (an entry due exactly now would fire again in the same turn).
+const RESUME_AFTER: Duration = Duration::from_micros(1);
 
 struct Probe {
     svc: usize,
     backend: usize,
-    /// Set from the prober's counter at every step, so a timer armed for an
-    /// older step, or for an older probe in the same slab slot, is stale.
-    gen: u64,
-    stage: Stage,
+    /// The running check; `None` between checks.
+    check: Option<Check>,
+    /// When the last check started (the running one's timeout counts from
+    /// here, the next one's start too).
     started: Instant,
+    /// When the probe has to act next: start a check when idle, give up on
+    /// the running one otherwise.
+    due: Instant,
+    /// The probe's one deadline entry in the timer heap (tag, when).
+    armed: Option<(u64, Instant)>,
+    /// The tag of a pending entry that resumes a check which yielded.
+    resume: Option<u64>,
 }
 
 /// A health change to be logged: (service key, backend key, transition).
@@ -67,8 +54,19 @@ pub struct Prober {
     probes: Slab<Probe>,
     by_service: HashMap<usize, Vec<usize>>,
     rng: Rng,
-    /// Source of probe generations, unique for the process's life.
-    next_gen: u64,
+    tags: Tags,
+}
+
+/// Timer entry tags, unique for the process's life, so an entry armed for
+/// an older deadline, or for an older probe in the same slab slot, is stale.
+#[derive(Default)]
+struct Tags(u64);
+
+impl Tags {
+    fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
 }
 
 impl Default for Prober {
@@ -77,9 +75,49 @@ impl Default for Prober {
             probes: Slab::new(),
             by_service: HashMap::new(),
             rng: Rng::from_clock(),
-            next_gen: 0,
+            tags: Tags::default(),
         }
     }
+}
+
+impl Probe {
+    /// Sets when the probe acts next and makes sure its timer entry fires
+    /// by then. The entry is never armed past the earliest start of the
+    /// next check (`started + interval`, or a quarter interval from now), so
+    /// when a check ends before its timeout the entry already pending still
+    /// comes first and no second one is needed: one entry per probe, with
+    /// one early wake-up per quarter interval while a long check runs.
+    fn set_due(
+        &mut self,
+        key: usize,
+        due: Instant,
+        interval: Duration,
+        now: Instant,
+        tags: &mut Tags,
+        timers: &mut Timers,
+    ) {
+        self.due = due;
+        let at = due.min((self.started + interval).max(now + interval / 4));
+        if self.armed.is_some_and(|(_, when)| when <= at) {
+            return;
+        }
+        let tag = tags.next();
+        timers.add(at, TimerKind::Probe(key, tag));
+        self.armed = Some((tag, at));
+    }
+
+    /// Has the check resumed in a later loop turn (one pending entry at most).
+    fn resume_soon(&mut self, key: usize, now: Instant, tags: &mut Tags, timers: &mut Timers) {
+        if self.resume.is_none() {
+            let tag = tags.next();
+            timers.add(now + RESUME_AFTER, TimerKind::Probe(key, tag));
+            self.resume = Some(tag);
+        }
+    }
+}
+
+fn health_check<'a>(services: &'a Slab<Service>, probe: &Probe) -> Option<&'a HealthCheck> {
+    services.get(probe.svc).and_then(|s| s.cfg.health_check.as_ref())
 }
 
 impl Prober {
@@ -99,15 +137,16 @@ impl Prober {
             // of noise so services with equal intervals do not line up.
             let noise = u128::from(self.rng.below(1000)) * interval / n / 10_000;
             let offset = Duration::from_nanos(((interval * i as u128 / n) + noise) as u64);
-            let gen = self.bump();
             let key = self.probes.insert(Probe {
                 svc: svc_key,
                 backend,
-                gen,
-                stage: Stage::Idle,
+                check: None,
                 started: now,
+                due: now,
+                armed: None,
+                resume: None,
             });
-            timers.add(now + offset, TimerKind::Probe(key, gen));
+            self.probes[key].set_due(key, now + offset, hc.interval, now, &mut self.tags, timers);
             mine.push(key);
         }
         self.by_service.insert(svc_key, mine);
@@ -120,70 +159,57 @@ impl Prober {
         }
     }
 
+    /// Whether a probe timer entry still matters; `false` lets the loop's
+    /// compaction drop it (entries of probes removed by a reload).
+    pub fn timer_is_live(&self, key: usize, tag: u64) -> bool {
+        self.probes
+            .get(key)
+            .is_some_and(|p| p.armed.is_some_and(|(armed, _)| armed == tag) || p.resume == Some(tag))
+    }
+
     /// Stops probing altogether (graceful stop).
     pub fn stop_all(&mut self) {
         self.probes.clear();
         self.by_service.clear();
     }
 
-    fn bump(&mut self) -> u64 {
-        self.next_gen += 1;
-        self.next_gen
-    }
-
-    /// A probe's timer: start a check when idle, or time it out when running.
+    /// A probe's timer entry: resume a check that yielded, start a check
+    /// when one is due, time out the running one, or re-arm when early.
     pub fn on_timer(
         &mut self,
         key: usize,
-        gen: u64,
+        tag: u64,
         services: &mut Slab<Service>,
         timers: &mut Timers,
         registry: &mio::Registry,
         now: Instant,
     ) -> Vec<Change> {
-        let next_gen = self.next_gen + 1;
         let Some(probe) = self.probes.get_mut(key) else {
             return Vec::new();
         };
-        if probe.gen != gen {
+        if probe.resume == Some(tag) {
+            probe.resume = None;
+            return self.drive(key, services, timers, now);
+        }
+        if probe.armed.is_none_or(|(armed, _)| armed != tag) {
             return Vec::new();
         }
-        let Some(svc) = services.get(probe.svc) else {
+        probe.armed = None;
+        let Some(hc) = health_check(services, probe) else {
             return Vec::new();
         };
-        let Some(hc) = svc.cfg.health_check.as_ref() else {
+        if now < probe.due {
+            let due = probe.due;
+            probe.set_due(key, due, hc.interval, now, &mut self.tags, timers);
             return Vec::new();
-        };
-        let result = if !matches!(probe.stage, Stage::Idle) {
-            Some(CheckResult::TimedOut)
-        } else if let Some(addr) = svc.balancer.backends.get(probe.backend).map(|b| b.cfg.addr) {
-            probe.started = now;
-            probe.gen = next_gen;
-            self.next_gen = next_gen;
-            match socket::connect(addr) {
-                Ok(mut stream) => {
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    match registry.register(&mut stream, Target::Probe(key).token(), interest) {
-                        Ok(()) => {
-                            probe.stage = Stage::Connecting(stream);
-                            timers.add(now + hc.timeout, TimerKind::Probe(key, probe.gen));
-                            None
-                        }
-                        Err(_) => Some(CheckResult::LocalError),
-                    }
-                }
-                Err(e) => Some(CheckResult::from_io(&e)),
-            }
-        } else {
-            None
-        };
-        match result {
-            Some(r) => self.finish(key, r, services, timers, now),
-            None => Vec::new(),
         }
+        if probe.check.is_some() {
+            return self.finish(key, CheckResult::TimedOut, services, timers, now);
+        }
+        self.start(key, services, timers, registry, now)
     }
 
-    /// Readiness on a probe socket: advance connect -> send -> read.
+    /// Readiness on a probe socket.
     pub fn on_event(
         &mut self,
         key: usize,
@@ -191,19 +217,73 @@ impl Prober {
         timers: &mut Timers,
         now: Instant,
     ) -> Vec<Change> {
+        self.drive(key, services, timers, now)
+    }
+
+    /// Starts a check: a non-blocking connect to the probe's backend.
+    fn start(
+        &mut self,
+        key: usize,
+        services: &mut Slab<Service>,
+        timers: &mut Timers,
+        registry: &mio::Registry,
+        now: Instant,
+    ) -> Vec<Change> {
         let Some(probe) = self.probes.get_mut(key) else {
             return Vec::new();
         };
-        let Some(hc) = services.get(probe.svc).and_then(|s| s.cfg.health_check.as_ref()) else {
+        let Some(svc) = services.get(probe.svc) else {
             return Vec::new();
         };
-        match advance(probe, hc) {
-            Some(r) => self.finish(key, r, services, timers, now),
-            None => Vec::new(),
+        let (Some(hc), Some(addr)) = (
+            svc.cfg.health_check.as_ref(),
+            svc.balancer.backends.get(probe.backend).map(|b| b.cfg.addr),
+        ) else {
+            return Vec::new();
+        };
+        probe.started = now;
+        let failed = match socket::connect(addr) {
+            Ok(mut stream) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                match registry.register(&mut stream, Target::Probe(key).token(), interest) {
+                    Ok(()) => {
+                        probe.check = Some(Check::new(stream));
+                        probe.set_due(key, now + hc.timeout, hc.interval, now, &mut self.tags, timers);
+                        return Vec::new();
+                    }
+                    Err(_) => CheckResult::LocalError,
+                }
+            }
+            Err(e) => CheckResult::from_io(&e),
+        };
+        self.finish(key, failed, services, timers, now)
+    }
+
+    /// Moves the running check on; has it resumed later if it yielded.
+    fn drive(&mut self, key: usize, services: &mut Slab<Service>, timers: &mut Timers, now: Instant) -> Vec<Change> {
+        let Some(probe) = self.probes.get_mut(key) else {
+            return Vec::new();
+        };
+        let Some(hc) = health_check(services, probe) else {
+            return Vec::new();
+        };
+        let deadline = probe.started + hc.timeout;
+        let Some(check) = probe.check.as_mut() else {
+            return Vec::new();
+        };
+        match check.advance(hc, now, deadline) {
+            Progress::Done(result) => self.finish(key, result, services, timers, now),
+            Progress::Wait => Vec::new(),
+            Progress::Yield => {
+                probe.resume_soon(key, now, &mut self.tags, timers);
+                Vec::new()
+            }
         }
     }
 
-    /// Records a check's result, closes its socket and schedules the next.
+    /// Records a check's result, closes its socket and schedules the next
+    /// check, an interval after this one started and never sooner than a
+    /// quarter interval from now: checks never overlap.
     fn finish(
         &mut self,
         key: usize,
@@ -212,12 +292,11 @@ impl Prober {
         timers: &mut Timers,
         now: Instant,
     ) -> Vec<Change> {
-        let gen = self.bump();
         let Some(probe) = self.probes.get_mut(key) else {
             return Vec::new();
         };
-        probe.stage = Stage::Idle; // drops (closes) the socket
-        probe.gen = gen;
+        probe.check = None; // drops (closes) the socket
+        probe.resume = None;
         let mut changes = Vec::new();
         let Some(svc) = services.get_mut(probe.svc) else {
             return changes;
@@ -226,7 +305,7 @@ impl Prober {
             return changes;
         };
         let next = (probe.started + hc.interval).max(now + hc.interval / 4);
-        timers.add(next, TimerKind::Probe(key, probe.gen));
+        probe.set_due(key, next, hc.interval, now, &mut self.tags, timers);
         if let Some(b) = svc.balancer.backends.get_mut(probe.backend) {
             let latency = now.saturating_duration_since(probe.started);
             if result != CheckResult::Ok {
@@ -240,152 +319,101 @@ impl Prober {
     }
 }
 
-/// Moves a running probe as far as its socket allows; `Some` when the check
-/// is decided.
-fn advance(probe: &mut Probe, hc: &HealthCheck) -> Option<CheckResult> {
-    let (send, expect) = (&hc.send[..], &hc.expect[..]);
-    loop {
-        let stage = std::mem::replace(&mut probe.stage, Stage::Idle);
-        probe.stage = match stage {
-            Stage::Idle => return None,
-            Stage::Connecting(stream) => {
-                match socket::connect_finished(&stream, false).map_err(|e| CheckResult::from_io(&e)) {
-                    Ok(true) if hc.mysql_user.is_some() => Stage::MysqlReading(stream, Vec::new(), MysqlStep::Greeting),
-                    Ok(true) => Stage::Sending(stream, 0),
-                    Ok(false) => {
-                        probe.stage = Stage::Connecting(stream);
-                        return None;
-                    }
-                    Err(r) => return Some(r),
-                }
-            }
-            Stage::Sending(mut stream, written) => {
-                let (n, r) = pump::write_all_nb(&send[written..], &mut stream);
-                match r {
-                    Ok(Flush::Drained) if expect.is_empty() => return Some(CheckResult::Ok),
-                    Ok(Flush::Drained) => Stage::Reading(stream, Vec::new()),
-                    Ok(Flush::WouldBlock) => {
-                        probe.stage = Stage::Sending(stream, written + n);
-                        return None;
-                    }
-                    Err(e) => return Some(CheckResult::from_io(&e)),
-                }
-            }
-            Stage::MysqlReading(stream, got, step) => {
-                let user = hc.mysql_user.as_deref().unwrap_or("");
-                match mysql_read(stream, got, step, user) {
-                    // Still waiting: the stage was handed back unchanged.
-                    Ok(Stage::MysqlReading(stream, got, step)) => {
-                        probe.stage = Stage::MysqlReading(stream, got, step);
-                        return None;
-                    }
-                    Ok(next) => next,
-                    Err(r) => return r,
-                }
-            }
-            Stage::MysqlWriting(mut stream, bytes, written, step) => {
-                let (n, r) = pump::write_all_nb(&bytes[written..], &mut stream);
-                match r {
-                    Ok(Flush::Drained) => match step {
-                        MysqlStep::Quit => return Some(CheckResult::Ok),
-                        _ => Stage::MysqlReading(stream, Vec::new(), step),
-                    },
-                    Ok(Flush::WouldBlock) => {
-                        probe.stage = Stage::MysqlWriting(stream, bytes, written + n, step);
-                        return None;
-                    }
-                    Err(e) => return Some(CheckResult::from_io(&e)),
-                }
-            }
-            Stage::Reading(mut stream, mut got) => {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match stream.read(&mut buf) {
-                        // A peer that closed after a wrong reply gave a wrong reply.
-                        Ok(0) if got.is_empty() => return Some(CheckResult::Closed),
-                        Ok(0) => return Some(CheckResult::UnexpectedReply),
-                        Ok(n) => {
-                            // Search only where a match could newly end.
-                            let from = got.len().saturating_sub(expect.len().saturating_sub(1));
-                            got.extend_from_slice(&buf[..n]);
-                            if contains(&got[from..], expect) {
-                                return Some(CheckResult::Ok);
-                            }
-                            if got.len() > MAX_REPLY {
-                                return Some(CheckResult::UnexpectedReply);
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            probe.stage = Stage::Reading(stream, got);
-                            return None;
-                        }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Some(CheckResult::from_io(&e)),
-                    }
-                }
-            }
-        };
-    }
-}
-
-/// One step of the MySQL check on a readable socket: `Err` decides the
-/// check, `Ok(None)` waits for more, `Ok(Some(stage))` moves on.
-fn mysql_read(
-    mut stream: TcpStream,
-    mut got: Vec<u8>,
-    step: MysqlStep,
-    user: &str,
-) -> Result<Stage, Option<CheckResult>> {
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some((seq, payload, _)) = mysql::packet(&got) {
-            let next_seq = seq.wrapping_add(1);
-            return match (step, mysql::classify(payload)) {
-                (MysqlStep::Greeting, mysql::Reply::Greeting) => Ok(Stage::MysqlWriting(
-                    stream,
-                    mysql::handshake_response(user, next_seq),
-                    0,
-                    MysqlStep::Auth,
-                )),
-                (MysqlStep::Auth, mysql::Reply::Ok) => {
-                    Ok(Stage::MysqlWriting(stream, mysql::QUIT.to_vec(), 0, MysqlStep::Quit))
-                }
-                (MysqlStep::Auth, mysql::Reply::AuthSwitch) => Ok(Stage::MysqlWriting(
-                    stream,
-                    mysql::frame(next_seq, &[]),
-                    0,
-                    MysqlStep::Auth,
-                )),
-                _ => Err(Some(CheckResult::UnexpectedReply)),
-            };
-        }
-        if got.len() > MAX_REPLY {
-            return Err(Some(CheckResult::UnexpectedReply));
-        }
-        match stream.read(&mut buf) {
-            Ok(0) if got.is_empty() => return Err(Some(CheckResult::Closed)),
-            Ok(0) => return Err(Some(CheckResult::UnexpectedReply)),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Stage::MysqlReading(stream, got, step)),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(Some(CheckResult::from_io(&e))),
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::contains;
+    use super::*;
+    use crate::config::Config;
+    use mio::{Events, Poll};
+
+    /// Runs a bare event loop over `prober` until `end`; returns the most
+    /// timer entries seen at once.
+    fn run_until(end: Instant, prober: &mut Prober, services: &mut Slab<Service>, timers: &mut Timers) -> usize {
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(64);
+        let mut most = timers.len();
+        while Instant::now() < end {
+            let timeout = timers
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            poll.poll(&mut events, timeout.map(|t| t.min(Duration::from_millis(50))))
+                .unwrap();
+            let now = Instant::now();
+            for e in events.iter() {
+                if let Some(Target::Probe(key)) = Target::from_token(e.token()) {
+                    prober.on_event(key, services, timers, now);
+                }
+            }
+            while let Some((_, kind)) = timers.pop_expired(now) {
+                if let TimerKind::Probe(key, tag) = kind {
+                    prober.on_timer(key, tag, services, timers, poll.registry(), now);
+                }
+            }
+            most = most.max(timers.len());
+        }
+        most
+    }
 
     #[test]
-    fn contains_finds_needles() {
-        assert!(contains(b"+PONG\r\n", b"PONG"));
-        assert!(!contains(b"-ERR", b"PONG"));
-        assert!(contains(b"anything", b""));
-        assert!(!contains(b"PO", b"PONG"));
+    fn one_timer_entry_per_probe_with_a_timeout_far_above_the_interval() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open_addr = open.local_addr().unwrap();
+        std::thread::spawn(move || open.incoming().for_each(drop));
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let text = format!(
+            "[[service]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\n\
+             [service.health_check]\ninterval_ms = 1\ntimeout_ms = 86400000\n\
+             [[service.backend]]\naddress = \"{open_addr}\"\n[[service.backend]]\naddress = \"{refused}\"\n"
+        );
+        let cfg = Config::parse(&text).unwrap();
+        let now = Instant::now();
+        let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut services = Slab::new();
+        let svc = services.insert(Service::new(cfg.services[0].clone(), listener, now));
+        let (mut prober, mut timers) = (Prober::default(), Timers::default());
+        prober.schedule_service(svc, &services[svc], &mut timers, now);
+        let most = run_until(
+            now + Duration::from_millis(500),
+            &mut prober,
+            &mut services,
+            &mut timers,
+        );
+        let failed: Vec<u64> = services[svc]
+            .balancer
+            .backends
+            .iter()
+            .map(|(_, b)| b.failures)
+            .collect();
+        assert!(failed[1] >= 20, "the refusing backend was checked {} times", failed[1]);
+        assert_eq!(failed[0], 0, "the open backend passes");
+        assert!(most <= 2, "{most} timer entries for 2 probes");
+    }
+
+    #[test]
+    fn entries_of_removed_probes_are_not_live() {
+        let mut text = String::from(
+            "[[service]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\n[service.health_check]\ninterval_ms = 600000\n",
+        );
+        for port in 1..=5 {
+            text.push_str(&format!("[[service.backend]]\naddress = \"127.0.0.1:{port}\"\n"));
+        }
+        let cfg = Config::parse(&text).unwrap();
+        let now = Instant::now();
+        let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut services = Slab::new();
+        let svc = services.insert(Service::new(cfg.services[0].clone(), listener, now));
+        let (mut prober, mut timers) = (Prober::default(), Timers::default());
+        // Every reload reschedules the service's probes.
+        for _ in 0..10 {
+            prober.schedule_service(svc, &services[svc], &mut timers, now);
+        }
+        assert_eq!(timers.len(), 50);
+        timers.retain(|_, kind| match *kind {
+            TimerKind::Probe(key, tag) => prober.timer_is_live(key, tag),
+            _ => true,
+        });
+        assert_eq!(timers.len(), 5);
     }
 }
