@@ -502,3 +502,28 @@ fn a_stuck_read_fails_after_its_deadline_and_the_next_sighup_applies() {
     assert_eq!(served_by(listen), "B");
     assert_eq!(stats(&p)["reloads"], 1);
 }
+
+/// Services that listen on port 0 each get their own port: a reload adding
+/// a second `127.0.0.1:0` service starts it, and the first keeps its port.
+#[test]
+fn a_second_port_zero_service_added_by_reload_listens_too() {
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
+    let one = |name: &str, tag: SocketAddr| {
+        format!("[[service]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n[[service.backend]]\naddress = \"{tag}\"\n")
+    };
+    let first = format!("[stats]\nlisten = \"127.0.0.1:0\"\n{}", one("svc", a.addr));
+    let p = Running::start(&first);
+    let svc = p.addr("svc");
+    let line = reload_and_wait(&p, &format!("{first}{}", one("other", b.addr)), "reload done");
+    assert!(line.contains("added=other"), "{line}");
+    let other = p.addr("other");
+    assert_ne!(other, svc);
+    assert_eq!(served_by(svc), "A");
+    assert_eq!(served_by(other), "B");
+    // An unchanged reload keeps both where they are.
+    reload_and_wait(&p, &format!("{first}{}", one("other", b.addr)), "reload done");
+    assert_eq!(p.last_addr("svc"), svc);
+    assert_eq!(served_by(svc), "A");
+    assert_eq!(served_by(other), "B");
+}

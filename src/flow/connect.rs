@@ -154,12 +154,15 @@ impl Traffic {
                 if let Some(b) = pair.backend {
                     cx.state.backend_connected(pair.service, b);
                     if log::log_enabled!(log::Level::Debug) {
-                        let latency = pair.connect_started.map(|t| cx.now.saturating_duration_since(t));
+                        let started = pair.connect_started.unwrap_or(cx.now);
+                        let latency = cx.now.saturating_duration_since(started);
                         let svc = &cx.state.services[pair.service];
                         let address = svc.balancer.backends.get(b).map_or("-", |be| be.cfg.address.as_str());
                         debug!(
-                            "client={} service={} backend={address}: connected in {latency:?}",
-                            pair.client_addr, svc.cfg.name
+                            "client={} service={} backend={address}: connected in {:.3} ms",
+                            pair.client_addr,
+                            svc.cfg.name,
+                            latency.as_secs_f64() * 1000.0
                         );
                     }
                 }

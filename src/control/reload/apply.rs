@@ -18,18 +18,39 @@ use crate::io::socket;
 use crate::state::Service;
 use crate::token::Target;
 
+/// Which running listener a service of the new file may take over: the
+/// one on its address, so listeners can even change hands between services;
+/// but a port-0 listener (whose port the kernel chose) only by the service
+/// that had it, with the same `listen`.
+#[derive(PartialEq, Eq, Hash)]
+pub enum Slot {
+    Addr(SocketAddr),
+    Own(String, SocketAddr),
+}
+
+impl Slot {
+    pub fn of(cfg: &ServiceConfig) -> Slot {
+        if cfg.listen.port() == 0 {
+            Slot::Own(cfg.name.clone(), cfg.listen)
+        } else {
+            Slot::Addr(cfg.listen)
+        }
+    }
+}
+
 /// Listeners for every service of the new file: those already running
-/// (with the backlog they listen with) and those freshly bound.
+/// (with the backlog they listen with) and those freshly bound (by index
+/// into the new file's services).
 pub struct Listeners {
-    pub running: HashMap<SocketAddr, (TcpListener, u32)>,
-    pub fresh: HashMap<SocketAddr, TcpListener>,
+    pub running: HashMap<Slot, (TcpListener, u32)>,
+    pub fresh: HashMap<usize, TcpListener>,
 }
 
 impl Listeners {
-    /// The listener for `cfg`, and whether it is registered with the poll
-    /// already; its backlog follows the file.
-    fn take(&mut self, cfg: &ServiceConfig) -> Option<(TcpListener, bool)> {
-        if let Some((l, backlog)) = self.running.remove(&cfg.listen) {
+    /// The listener for service `index` of the new file, and whether it is
+    /// registered with the poll already; its backlog follows the file.
+    fn take(&mut self, index: usize, cfg: &ServiceConfig) -> Option<(TcpListener, bool)> {
+        if let Some((l, backlog)) = self.running.remove(&Slot::of(cfg)) {
             if backlog != cfg.backlog {
                 if let Err(e) = socket::set_backlog(&l, cfg.backlog) {
                     log::warn!("service {}: cannot change the listen backlog: {e}", cfg.name);
@@ -38,7 +59,7 @@ impl Listeners {
             }
             return Some((l, true));
         }
-        let l = self.fresh.remove(&cfg.listen)?;
+        let l = self.fresh.remove(&index)?;
         socket::warn_if_capped(&cfg.name, cfg.backlog);
         Some((l, false))
     }
@@ -49,7 +70,7 @@ impl Listeners {
 pub fn services(p: &mut Running, plan: &Plan, new: &Config, mut listeners: Listeners, now: Instant) {
     for (_, svc) in p.state.services.iter_mut().filter(|(_, s)| !s.removed) {
         if let Some(l) = svc.listener.take() {
-            listeners.running.insert(svc.cfg.listen, (l, svc.cfg.backlog));
+            listeners.running.insert(Slot::of(&svc.cfg), (l, svc.cfg.backlog));
         }
     }
     let by_name: HashMap<String, usize> = p
@@ -64,7 +85,7 @@ pub fn services(p: &mut Running, plan: &Plan, new: &Config, mut listeners: Liste
             continue;
         };
         // Phase 1 bound every address, so a listener is always there.
-        let Some((l, registered)) = listeners.take(cfg) else {
+        let Some((l, registered)) = listeners.take(sp.index(), cfg) else {
             continue;
         };
         let key = match (sp, by_name.get(&cfg.name)) {

@@ -9,7 +9,6 @@ mod apply;
 pub mod plan;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -19,7 +18,7 @@ use crate::io::socket;
 use crate::state::State;
 use crate::stats::StatsServer;
 use crate::timer::Timers;
-use apply::Listeners;
+use apply::{Listeners, Slot};
 use plan::{Plan, ServicePlan};
 
 /// The parts of the running proxy a reload changes.
@@ -66,21 +65,21 @@ pub fn apply(mut p: Running, new: Config, now: Instant) -> Result<String, String
     Ok(summary)
 }
 
-/// Binds the addresses of the new file that no running service listens on.
+/// Binds the addresses of the new file that no running listener can serve.
 fn bind_new(p: &Running, new: &Config) -> Result<Listeners, String> {
-    let running: HashSet<SocketAddr> = p
+    let running: HashSet<Slot> = p
         .state
         .services
         .iter()
         .filter(|(_, s)| !s.removed && s.listener.is_some())
-        .map(|(_, s)| s.cfg.listen)
+        .map(|(_, s)| Slot::of(&s.cfg))
         .collect();
     let mut fresh = HashMap::new();
-    for svc in &new.services {
-        if !running.contains(&svc.listen) && !fresh.contains_key(&svc.listen) {
+    for (i, svc) in new.services.iter().enumerate() {
+        if !running.contains(&Slot::of(svc)) {
             let l = socket::bind(svc.listen, svc.backlog)
                 .map_err(|e| format!("cannot listen on {} for service {:?}: {e}", svc.listen, svc.name))?;
-            fresh.insert(svc.listen, l);
+            fresh.insert(i, l);
         }
     }
     Ok(Listeners {
