@@ -68,6 +68,9 @@ pub struct Counters {
     pub bytes_in: u64,
     /// Bytes sent to backends, all services.
     pub bytes_out: u64,
+    /// Backend connects that failed on this host (no port, no descriptor),
+    /// not counted against any backend.
+    pub local_errors: u64,
 }
 
 /// The services and the counters over all of them.

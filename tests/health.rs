@@ -444,3 +444,87 @@ fn probe_timer_entries_stay_bounded_with_a_timeout_far_above_the_interval() {
     // A check that has not finished is not overlapped by the next one.
     assert_eq!(mute.accepted(), 1, "checks of the mute backend overlapped");
 }
+
+/// Backend connects that fail on this host (no ephemeral port left:
+/// EADDRNOTAVAIL) are not the backend's fault: with `fall = 1` the backend
+/// stays up, and once ports are free again the next client is served at
+/// once (before, the backend went DOWN and every client got `no_backend`
+/// until the next probe).
+///
+/// Runs in a network namespace of its own (a thread that called
+/// unshare(CLONE_NEWNET); the processes and threads it starts inherit it),
+/// whose ephemeral port range is narrowed to a few ports. Needs root, as
+/// CI has; elsewhere it says so and returns.
+#[test]
+fn local_connect_errors_never_take_a_backend_down() {
+    let result = thread::spawn(|| {
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let setup = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "ip link set lo up && echo '40000 40011' > /proc/sys/net/ipv4/ip_local_port_range",
+            ])
+            .status()?;
+        if !setup.success() {
+            return Err(std::io::Error::other("cannot set up the namespace"));
+        }
+        narrow_port_range_scenario();
+        Ok(())
+    })
+    .join()
+    .unwrap();
+    if let Err(e) = result {
+        eprintln!("SKIPPED local_connect_errors_never_take_a_backend_down: no network namespace here ({e})");
+    }
+}
+
+fn narrow_port_range_scenario() {
+    let echo = Backend::echo();
+    let cfg = format!(
+        "[stats]\nlisten = \"127.0.0.1:0\"\n{}",
+        hc_service(
+            "interval_ms = 600000\nrise = 1\nfall = 1",
+            &[(echo.addr, "")],
+            "retries = 0"
+        )
+    );
+    let p = Running::start(&cfg);
+    let addr = p.addr("svc");
+    // Clients use ports outside the narrow range, so only the proxy's
+    // backend connects compete for it.
+    let client = |port: u16| -> Option<TcpStream> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into()).ok()?;
+        s.connect(&addr.into()).ok()?;
+        let mut c: TcpStream = s.into();
+        c.set_read_timeout(Some(SOON)).ok()?;
+        c.write_all(b"ping").ok()?;
+        let mut got = [0u8; 4];
+        c.read_exact(&mut got).ok().map(|_| c)
+    };
+    let mut held = Vec::new();
+    for port in 51000..51040 {
+        match client(port) {
+            Some(c) => held.push(c),
+            None => break,
+        }
+    }
+    assert!(held.len() < 40, "the port range never ran out");
+    p.wait_log("Cannot assign requested address", SOON);
+    drop(held);
+    let mut served = None;
+    for port in 52000..52100 {
+        if let Some(c) = client(port) {
+            served = Some(c);
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served.is_some(), "a client is served once ports are free");
+    assert_eq!(p.count_log("is DOWN"), 0, "{}", p.log_text());
+    let s = stats_json(p.stats_addr());
+    assert_eq!(s["services"][0]["backends"][0]["state"], "up");
+    assert_eq!(s["services"][0]["backends"][0]["failures"], 0);
+}

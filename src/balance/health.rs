@@ -19,7 +19,8 @@ pub enum CheckResult {
     Closed,
     /// The backend broke its protocol in a way worth naming (the text).
     Protocol(&'static str),
-    /// No file descriptor or another local error.
+    /// A failure on this machine (no descriptor, no local port, no
+    /// memory): never counted against a backend.
     LocalError,
     /// Any other socket error.
     Error,
@@ -33,7 +34,7 @@ impl CheckResult {
             ConnectionRefused => CheckResult::Refused,
             TimedOut => CheckResult::TimedOut,
             ConnectionReset | ConnectionAborted | BrokenPipe => CheckResult::Reset,
-            _ if crate::io::socket::is_resource_exhaustion(e) => CheckResult::LocalError,
+            _ if crate::io::socket::is_local_connect_error(e) => CheckResult::LocalError,
             _ => CheckResult::Error,
         }
     }

@@ -108,14 +108,23 @@ impl Traffic {
         if let Some(svc) = cx.state.services.get_mut(svc_key) {
             may_retry = pair.tried.len() <= svc.cfg.retries as usize;
             if let Some(backend) = svc.balancer.backends.get_mut(b) {
-                warn!(
-                    "client={} service={} backend={}: connect failed ({result}: {detail})",
-                    pair.client_addr, svc.cfg.name, backend.cfg.address
-                );
-                backend.failures += 1;
-                if let Some(hc) = &svc.cfg.health_check {
-                    if let Some(t) = backend.health.record(result, None, hc.rise, hc.fall, cx.now) {
-                        t.log(&svc.cfg.name, &backend.cfg.address, "client connect");
+                if result == CheckResult::LocalError {
+                    // Not the backend's fault: no failure, no health change.
+                    cx.state.counters.local_errors += 1;
+                    warn!(
+                        "client={} service={} backend={}: connect failed on this host ({detail}); not counted against the backend",
+                        pair.client_addr, svc.cfg.name, backend.cfg.address
+                    );
+                } else {
+                    warn!(
+                        "client={} service={} backend={}: connect failed ({result}: {detail})",
+                        pair.client_addr, svc.cfg.name, backend.cfg.address
+                    );
+                    backend.failures += 1;
+                    if let Some(hc) = &svc.cfg.health_check {
+                        if let Some(t) = backend.health.record(result, None, hc.rise, hc.fall, cx.now) {
+                            t.log(&svc.cfg.name, &backend.cfg.address, "client connect");
+                        }
                     }
                 }
             }

@@ -104,6 +104,13 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// A connect failed for a reason on this machine, not the backend's: out
+/// of descriptors or memory, or no local port left for the destination
+/// (EADDRNOTAVAIL). Such a failure says nothing about the backend's health.
+pub fn is_local_connect_error(e: &io::Error) -> bool {
+    is_resource_exhaustion(e) || matches!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE))
+}
+
 /// Errors about one failed handshake that say nothing about the listener.
 pub fn is_transient_accept_error(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
