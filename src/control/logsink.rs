@@ -83,6 +83,10 @@ impl Sink {
         if let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') {
             self.queue.push(&self.pending[..=end]);
             self.pending.drain(..=end);
+            // One huge line (a 1 MiB service name) must not stay allocated.
+            if self.pending.capacity() > 4 * HANDOVER {
+                self.pending.shrink_to(HANDOVER);
+            }
         }
     }
 }
