@@ -52,13 +52,14 @@ fn main() -> ExitCode {
     let mut proxy = match Proxy::new(config, Some(args.config.clone())) {
         Ok(p) => p,
         Err(e) => {
-            log::logger().flush();
+            easyproxy::control::logsink::finish();
             eprintln!("easyproxy: {e}");
             return ExitCode::from(1);
         }
     };
     if let Some(path) = &pid_file {
         if let Err(e) = easyproxy::control::limits::write_pid_file(path) {
+            easyproxy::control::logsink::finish();
             eprintln!("easyproxy: cannot write pid file {}: {e}", path.display());
             return ExitCode::from(1);
         }
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
         std::process::id()
     );
     let result = proxy.run();
-    log::logger().flush();
+    easyproxy::control::logsink::finish();
     // A reload may have moved the pid file (or failed to, keeping the first).
     for path in [&pid_file, &proxy.config.global.pid_file].into_iter().flatten() {
         remove_pid_file(path);
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
-            log::logger().flush();
+            easyproxy::control::logsink::finish();
             eprintln!("easyproxy: event loop failed: {e}");
             ExitCode::from(1)
         }
@@ -96,9 +97,8 @@ fn init_logging(config: &Config) -> Result<(), String> {
         .set_thread_level(log::LevelFilter::Off)
         .build();
     // The level is set on the log facade too so a reload can change it.
-    // Lines are buffered and written once per event-loop turn (the loop calls
-    // `log::logger().flush()`): simplelog writes a line in several pieces,
-    // which unbuffered would be several syscalls per access-log line.
+    // The loop's lines are handed to the log writer thread once per turn
+    // (the loop calls `log::logger().flush()`); the writer does the writes.
     let path = config.global.log_file.as_deref();
     let sink = easyproxy::control::logsink::Sink::new(path).map_err(|e| {
         format!(

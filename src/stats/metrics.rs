@@ -45,6 +45,12 @@ const FAMILIES: &[Family] = &[
         Rows::Process(|s| s.reloads_failed.to_string()),
     ),
     family(
+        "easyproxy_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the log destination could not keep up.",
+        Rows::Process(|s| s.log_lines_dropped.to_string()),
+    ),
+    family(
         "easyproxy_connections_active",
         "gauge",
         "Client connections open now.",

@@ -18,6 +18,7 @@ pub struct Snapshot {
     pub bytes_out: u64,
     pub buffers_in_use: usize,
     pub timers_pending: usize,
+    pub log_lines_dropped: u64,
     pub services: Vec<ServiceSnap>,
 }
 
@@ -84,6 +85,7 @@ pub fn snapshot(src: &Source<'_>, now: Instant) -> Snapshot {
         bytes_out: c.bytes_out,
         buffers_in_use: src.buffers_in_use,
         timers_pending: src.timers_pending,
+        log_lines_dropped: crate::control::logsink::lines_dropped(),
         services: state
             .services
             .iter()
