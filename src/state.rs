@@ -14,6 +14,8 @@ use crate::config::ServiceConfig;
 
 /// One configured service: its listener, backends and counters.
 pub struct Service {
+    /// The service's settings; its backends live in `balancer` (this
+    /// copy's backend list is empty).
     pub cfg: ServiceConfig,
     pub listener: Option<TcpListener>,
     pub balancer: Balancer,
@@ -37,7 +39,7 @@ impl Service {
     pub fn new(cfg: ServiceConfig, listener: TcpListener, now: Instant) -> Service {
         Service {
             balancer: Balancer::new(cfg.strategy, &cfg.backends, now),
-            cfg,
+            cfg: cfg.settings(),
             listener: Some(listener),
             active: 0,
             total: 0,

@@ -97,8 +97,8 @@ impl Balancer {
         b
     }
 
-    /// Recomputes the tie-break order and the ip_hash ring after backends
-    /// were added, removed or re-weighted.
+    /// Recomputes the tie-break order and (for ip_hash) the ring after
+    /// backends were added, removed or re-weighted, or the strategy changed.
     pub fn rebuild(&mut self) {
         self.order = self
             .backends
@@ -107,6 +107,9 @@ impl Balancer {
             .map(|(k, _)| k)
             .collect();
         self.ring.clear();
+        if self.strategy != Strategy::IpHash {
+            return; // only ip_hash reads the ring
+        }
         let total: u64 = self.order.iter().map(|&k| self.backends[k].weight()).sum();
         let per_weight = if total * RING_POINTS_PER_WEIGHT > RING_MAX_POINTS {
             (RING_MAX_POINTS / total.max(1)).max(1)

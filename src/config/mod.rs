@@ -161,6 +161,41 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendConfig>,
 }
 
+impl ServiceConfig {
+    /// The settings without the backend list (which the running service
+    /// keeps in its balancer): copying them costs nothing per backend.
+    pub fn settings(&self) -> ServiceConfig {
+        let ServiceConfig {
+            name,
+            listen,
+            strategy,
+            connect_timeout,
+            idle_timeout,
+            retries,
+            max_connections,
+            max_connections_per_ip,
+            backlog,
+            send_proxy,
+            health_check,
+            backends: _,
+        } = self;
+        ServiceConfig {
+            name: name.clone(),
+            listen: *listen,
+            strategy: *strategy,
+            connect_timeout: *connect_timeout,
+            idle_timeout: *idle_timeout,
+            retries: *retries,
+            max_connections: *max_connections,
+            max_connections_per_ip: *max_connections_per_ip,
+            backlog: *backlog,
+            send_proxy: *send_proxy,
+            health_check: health_check.clone(),
+            backends: Vec::new(),
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

@@ -87,6 +87,11 @@ impl Plan {
 }
 
 impl BackendPlan {
+    /// No backend is added, changed or removed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
     fn new(old: &[BackendConfig], new: &[BackendConfig]) -> BackendPlan {
         let before: HashMap<&str, &BackendConfig> = old.iter().map(|b| (b.address.as_str(), b)).collect();
         let after: HashSet<&str> = new.iter().map(|b| b.address.as_str()).collect();
