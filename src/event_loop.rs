@@ -195,7 +195,7 @@ impl Proxy {
                 let changes = self
                     .prober
                     .on_event(key, &mut self.state.services, &mut self.timers, now);
-                log_health(&self.state, changes);
+                log_health(&mut self.state, changes);
             }
             Some(Target::StatsListener) => {
                 if let Some(s) = self.stats.as_mut() {
@@ -304,6 +304,7 @@ impl Proxy {
                     error!("reload failed, keeping the running configuration: {e}");
                 }
             }
+            self.state.changed();
         }
     }
 
@@ -322,7 +323,7 @@ impl Proxy {
                         self.poll.registry(),
                         now,
                     );
-                    log_health(&self.state, changes);
+                    log_health(&mut self.state, changes);
                 }
                 TimerKind::StatsConn(key, id) => {
                     if let Some(s) = self.stats.as_mut() {
@@ -391,8 +392,11 @@ fn stats_source<'a>(state: &'a State, traffic: &Traffic, timers: &Timers) -> Sou
     }
 }
 
-/// Logs the up/down changes probes caused.
-fn log_health(state: &State, changes: Vec<Change>) {
+/// Logs the up/down changes probes caused (and tells stats).
+fn log_health(state: &mut State, changes: Vec<Change>) {
+    if !changes.is_empty() {
+        state.changed();
+    }
     for (svc_key, b, t) in changes {
         if let Some(svc) = state.services.get(svc_key) {
             if let Some(backend) = svc.balancer.backends.get(b) {

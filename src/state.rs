@@ -75,6 +75,9 @@ pub struct State {
     pub services: Slab<Service>,
     pub counters: Counters,
     pub started: Instant,
+    /// Bumped by every change of what the proxy is (a backend going up or
+    /// down, a reload): stats answers rendered before it are stale at once.
+    pub changes: u64,
 }
 
 /// One fewer; going below zero is a bookkeeping bug, caught in debug builds.
@@ -89,7 +92,13 @@ impl State {
             services: Slab::new(),
             counters: Counters::default(),
             started: now,
+            changes: 0,
         }
+    }
+
+    /// Something stats shows at once changed (see [`State::changes`]).
+    pub fn changed(&mut self) {
+        self.changes = self.changes.wrapping_add(1);
     }
 
     /// A client was accepted on service `svc`.

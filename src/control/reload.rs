@@ -210,7 +210,7 @@ pub fn apply(p: Running, new: Config, now: Instant) -> Result<String, String> {
     }
 
     if let (Some(s), Some(cfg)) = (p.stats.as_mut(), new.stats.as_ref()) {
-        s.set_timeout(cfg.timeout);
+        s.configure(cfg);
     }
     if summary.stats_changed {
         if let Some(mut old) = p.stats.take() {

@@ -105,6 +105,7 @@ impl Traffic {
         pair.tried.push(b);
         pair.last_connect_error = result;
         let may_retry;
+        let mut health_changed = false;
         if let Some(svc) = cx.state.services.get_mut(svc_key) {
             may_retry = pair.tried.len() <= svc.cfg.retries as usize;
             if let Some(backend) = svc.balancer.backends.get_mut(b) {
@@ -116,11 +117,15 @@ impl Traffic {
                 if let Some(hc) = &svc.cfg.health_check {
                     if let Some(t) = backend.health.record(result, None, hc.rise, hc.fall, cx.now) {
                         t.log(&svc.cfg.name, &backend.cfg.address, "client connect");
+                        health_changed = true;
                     }
                 }
             }
         } else {
             may_retry = false;
+        }
+        if health_changed {
+            cx.state.changed();
         }
         cx.state.backend_released(svc_key, b);
         if !may_retry {
