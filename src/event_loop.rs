@@ -394,10 +394,8 @@ fn stats_source<'a>(state: &'a State, traffic: &Traffic, timers: &Timers) -> Sou
 
 /// Logs the up/down changes probes caused (and tells stats).
 fn log_health(state: &mut State, changes: Vec<Change>) {
-    if !changes.is_empty() {
-        state.changed();
-    }
     for (svc_key, b, t) in changes {
+        state.changed();
         if let Some(svc) = state.services.get(svc_key) {
             if let Some(backend) = svc.balancer.backends.get(b) {
                 t.log(&svc.cfg.name, &backend.cfg.address, "health check");

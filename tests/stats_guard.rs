@@ -168,6 +168,23 @@ fn a_reload_applies_allow() {
     assert_eq!(fetch(stats, "/stats"), None);
 }
 
+/// `[stats]` beyond loopback without `allow` is warned about at start and
+/// at each reload; with `allow` it is not.
+#[test]
+fn an_open_stats_listener_is_warned_about() {
+    let echo = Backend::echo();
+    let open = config("", echo.addr, 0, "").replacen("127.0.0.1:0", "0.0.0.0:0", 1);
+    let p = Running::start(&open);
+    let line = p.wait_log("without stats.allow", SOON);
+    assert!(line.contains("[WARN] [stats] listens on 0.0.0.0:0"), "{line}");
+    p.reload(&open);
+    p.wait_log("reload done", SOON);
+    assert_eq!(p.count_log("without stats.allow"), 2, "warned again at reload");
+    p.reload(&open.replace("[stats]\n", "[stats]\nallow = [\"127.0.0.0/8\"]\n"));
+    p.wait_log_count("reload done", 2, SOON);
+    assert_eq!(p.count_log("without stats.allow"), 2, "no warning with allow");
+}
+
 /// Two requests inside `cache_ms` get the same body although counters
 /// moved in between; a backend going DOWN and a reload show at once, not
 /// after 60 s.

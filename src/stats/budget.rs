@@ -1,8 +1,12 @@
 //! What stats may do in one loop turn: bytes moved, requests answered and views rendered; past that it yields to the next turn.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
+use slab::Slab;
+
 use super::cache::Cache;
+use super::conn::{Conn, Progress};
 use super::Source;
 use crate::timer::Timers;
 
@@ -73,6 +77,34 @@ pub(super) struct Work<'a, 'b> {
     pub(super) budget: &'a mut Budget,
     pub(super) timers: &'a mut Timers,
     pub(super) now: Instant,
+}
+
+/// Connections waiting for the next turn's budget: (slot, connection id).
+pub(super) type Queue = VecDeque<(usize, u64)>;
+
+/// Steps connection `key`: closed on error, queued when this turn's budget
+/// ran out. `true` when it was closed.
+pub(super) fn drive(conns: &mut Slab<Conn>, queue: &mut Queue, key: usize, w: &mut Work<'_, '_>) -> bool {
+    let Some(conn) = conns.get_mut(key) else { return false };
+    match conn.step(w, key) {
+        Ok(Progress::Yield) => {
+            enqueue(conns, queue, key);
+            false
+        }
+        Ok(_) => false,
+        Err(()) => {
+            conns.remove(key);
+            true
+        }
+    }
+}
+
+/// Puts connection `key` at the back of the queue, unless it is in it.
+pub(super) fn enqueue(conns: &mut Slab<Conn>, queue: &mut Queue, key: usize) {
+    if let Some(conn) = conns.get_mut(key).filter(|c| !c.queued) {
+        conn.queued = true;
+        queue.push_back((key, conn.id));
+    }
 }
 
 #[cfg(test)]

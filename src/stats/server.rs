@@ -1,6 +1,5 @@
 //! Listen and accept: the stats listener, its connection slots, their deadlines and eviction.
 
-use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,9 +8,9 @@ use mio::net::TcpListener;
 use mio::Interest;
 use slab::Slab;
 
-use super::budget::{Budget, Work};
+use super::budget::{drive, enqueue, Budget, Queue, Work};
 use super::cache::Cache;
-use super::conn::{Conn, Progress, Stage};
+use super::conn::{Conn, Stage};
 use super::Source;
 use crate::config::StatsConfig;
 use crate::io::socket;
@@ -25,9 +24,6 @@ const ACCEPT_BATCH: usize = 64;
 /// How long a connection keeps its slot, at least, while its request is
 /// still incomplete (slow, not yet hostile).
 const EVICT_MIN_AGE: Duration = Duration::from_millis(200);
-
-/// Connections waiting for the next turn's budget: (slot, connection id).
-type Queue = VecDeque<(usize, u64)>;
 
 /// The stats listener and its connections.
 ///
@@ -278,31 +274,6 @@ impl StatsServer {
         } else {
             timers.add(conn.deadline, TimerKind::StatsConn(key, id));
         }
-    }
-}
-
-/// Steps connection `key`: closed on error, queued when this turn's budget
-/// ran out. `true` when it was closed.
-fn drive(conns: &mut Slab<Conn>, queue: &mut Queue, key: usize, w: &mut Work<'_, '_>) -> bool {
-    let Some(conn) = conns.get_mut(key) else { return false };
-    match conn.step(w, key) {
-        Ok(Progress::Yield) => {
-            enqueue(conns, queue, key);
-            false
-        }
-        Ok(_) => false,
-        Err(()) => {
-            conns.remove(key);
-            true
-        }
-    }
-}
-
-/// Puts connection `key` at the back of the queue, unless it is in it.
-fn enqueue(conns: &mut Slab<Conn>, queue: &mut Queue, key: usize) {
-    if let Some(conn) = conns.get_mut(key).filter(|c| !c.queued) {
-        conn.queued = true;
-        queue.push_back((key, conn.id));
     }
 }
 
