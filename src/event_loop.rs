@@ -195,7 +195,7 @@ impl Proxy {
                 let changes = self
                     .prober
                     .on_event(key, &mut self.state.services, &mut self.timers, now);
-                log_health(&self.state, changes);
+                log_health(&mut self.state, changes);
             }
             Some(Target::StatsListener) => {
                 if let Some(s) = self.stats.as_mut() {
@@ -320,6 +320,7 @@ impl Proxy {
                 error!("reload failed, keeping the running configuration: {e}");
             }
         }
+        self.state.changed();
     }
 
     // ---- timers -------------------------------------------------------------
@@ -337,7 +338,7 @@ impl Proxy {
                         self.poll.registry(),
                         now,
                     );
-                    log_health(&self.state, changes);
+                    log_health(&mut self.state, changes);
                 }
                 TimerKind::StatsConn(key, id) => {
                     if let Some(s) = self.stats.as_mut() {
@@ -414,9 +415,10 @@ fn stats_source<'a>(state: &'a State, traffic: &Traffic, timers: &Timers) -> Sou
     }
 }
 
-/// Logs the up/down changes probes caused.
-fn log_health(state: &State, changes: Vec<Change>) {
+/// Logs the up/down changes probes caused (and tells stats).
+fn log_health(state: &mut State, changes: Vec<Change>) {
     for (svc_key, b, t) in changes {
+        state.changed();
         if let Some(svc) = state.services.get(svc_key) {
             if let Some(backend) = svc.balancer.backends.get(b) {
                 t.log(&svc.cfg.name, &backend.cfg.address, "health check");

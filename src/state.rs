@@ -9,6 +9,7 @@ use std::time::Instant;
 use mio::net::TcpListener;
 use slab::Slab;
 
+use crate::balance::health::CheckResult;
 use crate::balance::Balancer;
 use crate::config::ServiceConfig;
 
@@ -80,6 +81,9 @@ pub struct State {
     pub services: Slab<Service>,
     pub counters: Counters,
     pub started: Instant,
+    /// Bumped by every change of what the proxy is (a backend going up or
+    /// down, a reload): stats answers rendered before it are stale at once.
+    pub changes: u64,
 }
 
 /// One fewer; going below zero is a bookkeeping bug, caught in debug builds.
@@ -94,7 +98,13 @@ impl State {
             services: Slab::new(),
             counters: Counters::default(),
             started: now,
+            changes: 0,
         }
+    }
+
+    /// Something stats shows at once changed (see [`State::changes`]).
+    pub fn changed(&mut self) {
+        self.changes = self.changes.wrapping_add(1);
     }
 
     /// A client was accepted on service `svc`.
@@ -119,6 +129,26 @@ impl State {
     pub fn backend_attempt(&mut self, svc: usize, b: usize) {
         if let Some(be) = self.services.get_mut(svc).and_then(|s| s.balancer.backends.get_mut(b)) {
             be.active += 1;
+        }
+    }
+
+    /// A connect to backend `b` failed: a failed check against it (a
+    /// passive health check, logged when it takes the backend down), or,
+    /// for a failure on this host, only a local error.
+    pub fn connect_failed(&mut self, svc: usize, b: usize, result: CheckResult, now: Instant) {
+        if result == CheckResult::LocalError {
+            self.counters.local_errors += 1;
+            return;
+        }
+        let Some(s) = self.services.get_mut(svc) else { return };
+        let Some(be) = s.balancer.backends.get_mut(b) else {
+            return;
+        };
+        be.failures += 1;
+        let Some(hc) = &s.cfg.health_check else { return };
+        if let Some(t) = be.health.record(result, None, hc.rise, hc.fall, now) {
+            t.log(&s.cfg.name, &be.cfg.address, "client connect");
+            self.changed();
         }
     }
 

@@ -6,8 +6,10 @@
 //!
 //! One file per step: `raw` deserialises the TOML, `validate` checks it
 //! (`service` and `health` for the per-service tables, `resolve` for
-//! addresses) and `summary` prints the `--check` summary.
+//! addresses, `cidr` for `stats.allow`) and `summary` prints the `--check`
+//! summary.
 
+mod cidr;
 mod health;
 mod raw;
 mod resolve;
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use cidr::Cidr;
 pub use health::unescape;
 
 /// How a service chooses a backend for a new client.
@@ -97,6 +100,11 @@ pub struct StatsConfig {
     pub listen: SocketAddr,
     /// Time a stats client has to send its request and read the answer.
     pub timeout: Duration,
+    /// Peers allowed to connect; empty: everyone. Others are closed at accept.
+    pub allow: Vec<Cidr>,
+    /// How old the counters in an answer may be: a rendered answer is
+    /// shared for this long (zero: rendered for every request).
+    pub cache: Duration,
 }
 
 /// Active health checking of one service's backends.

@@ -23,6 +23,8 @@ pub(super) struct RawGlobal {
 pub(super) struct RawStats {
     pub(super) listen: String,
     pub(super) timeout_ms: Option<u64>,
+    pub(super) allow: Option<Vec<String>>,
+    pub(super) cache_ms: Option<u64>,
 }
 
 /// Raw `[service.health_check]` table.

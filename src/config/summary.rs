@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{BackendConfig, Config, ServiceConfig};
+use super::{BackendConfig, Config, ServiceConfig, StatsConfig};
 
 impl fmt::Display for Config {
     /// The one-screen summary printed by `--check`.
@@ -18,7 +18,7 @@ impl fmt::Display for Config {
             g.splice
         )?;
         match &self.stats {
-            Some(s) => writeln!(f, "stats: listen {}", s.listen)?,
+            Some(s) => stats_line(f, s)?,
             None => writeln!(f, "stats: off")?,
         }
         for s in &self.services {
@@ -29,6 +29,22 @@ impl fmt::Display for Config {
         }
         Ok(())
     }
+}
+
+/// `stats: listen ADDR allow CIDR,CIDR|any cache_ms N timeout_ms N`.
+fn stats_line(f: &mut fmt::Formatter<'_>, s: &StatsConfig) -> fmt::Result {
+    let allow = if s.allow.is_empty() {
+        "any".to_string()
+    } else {
+        s.allow.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+    };
+    writeln!(
+        f,
+        "stats: listen {} allow {allow} cache_ms {} timeout_ms {}",
+        s.listen,
+        s.cache.as_millis(),
+        s.timeout.as_millis()
+    )
 }
 
 /// `service "name": listen ... health_check on|off`.

@@ -112,6 +112,62 @@ fn mysql_user_excludes_send_expect() {
     assert!(e.iter().any(|p| p.contains("mysql_user")), "{e:?}");
 }
 
+#[test]
+fn stats_allow_and_cache_ms() {
+    let with = |extra: &str| format!("[stats]\nlisten = \"127.0.0.1:0\"\n{extra}\n{MIN}");
+    let s = Config::parse(&with("")).unwrap().stats.unwrap();
+    assert!(s.allow.is_empty(), "everyone by default");
+    assert_eq!(s.cache, Duration::from_millis(1000));
+    let c = Config::parse(&with("allow = [\"127.0.0.0/8\", \"::1\", \"10.1.2.3\"]\ncache_ms = 0")).unwrap();
+    let s = c.stats.as_ref().unwrap();
+    let allow: Vec<String> = s.allow.iter().map(|c| c.to_string()).collect();
+    assert_eq!(allow, ["127.0.0.0/8", "::1/128", "10.1.2.3/32"]);
+    assert_eq!(s.cache, Duration::ZERO);
+    assert!(
+        c.to_string()
+            .contains("stats: listen 127.0.0.1:0 allow 127.0.0.0/8,::1/128,10.1.2.3/32 cache_ms 0 timeout_ms 10000"),
+        "{c}"
+    );
+    let open = Config::parse(&with("")).unwrap().to_string();
+    assert!(
+        open.contains("stats: listen 127.0.0.1:0 allow any cache_ms 1000"),
+        "{open}"
+    );
+}
+
+#[test]
+fn stats_allow_mistakes_name_their_entry() {
+    let with = |extra: &str| format!("[stats]\nlisten = \"127.0.0.1:0\"\n{extra}\n{MIN}");
+    let e = Config::parse(&with(
+        "allow = [\"127.0.0.0/8\", \"10.0.0.1/8\", \"nope\", \"::1/200\"]",
+    ))
+    .unwrap_err();
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("stats.allow[1]: \"10.0.0.1/8\"") && e[0].contains("10.0.0.0/8"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("stats.allow[2]: \"nope\": not an address block"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("stats.allow[3]: \"::1/200\"") && e[2].contains("0 to 128"),
+        "{e:?}"
+    );
+    let e = Config::parse(&with("allow = []")).unwrap_err();
+    assert!(e[0].starts_with("stats.allow: an empty list lets nobody in"), "{e:?}");
+    for (bad, key) in [
+        ("allow = \"127.0.0.0/8\"", "allow"),
+        ("allow = [8]", "allow"),
+        ("cache_ms = -1", "cache_ms"),
+        ("cache_ms = 99999999999999", "stats.cache_ms"),
+    ] {
+        let e = Config::parse(&with(bad)).unwrap_err().join("\n");
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}
+
 /// A full configuration (only literal IPs, so no DNS).
 const FULL: &str = r#"
 [global]
@@ -123,6 +179,8 @@ splice = false
 [stats]
 listen = "127.0.0.1:0"
 timeout_ms = 100
+allow = ["127.0.0.0/8", "::1"]
+cache_ms = 0
 [[service]]
 name = "a"
 listen = "127.0.0.1:0"

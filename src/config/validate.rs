@@ -8,7 +8,7 @@ use log::LevelFilter;
 
 use super::raw::{RawConfig, RawGlobal, RawService, RawStats};
 use super::resolve::{listens_overlap, parse_listen};
-use super::{Config, Global, ServiceConfig, StatsConfig, MAX_BUFFER_SIZE, MIN_BUFFER_SIZE};
+use super::{Cidr, Config, Global, ServiceConfig, StatsConfig, MAX_BUFFER_SIZE, MIN_BUFFER_SIZE};
 
 /// Longest duration accepted for any `*_ms` key: one year.
 const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -117,8 +117,36 @@ impl Validator {
 
     fn stats(&mut self, s: RawStats) -> Option<StatsConfig> {
         let timeout = self.ms("stats.timeout_ms", s.timeout_ms, 10_000, false);
+        let cache = self.ms("stats.cache_ms", s.cache_ms, 1000, true);
+        let allow = self.allow(s.allow);
         let listen = self.listen("stats.listen", &s.listen)?;
-        Some(StatsConfig { listen, timeout })
+        Some(StatsConfig {
+            listen,
+            timeout,
+            allow: allow?,
+            cache,
+        })
+    }
+
+    /// `stats.allow`: every entry a CIDR block or an IP; absent means
+    /// everyone, an empty list is a mistake (it would let nobody in).
+    fn allow(&mut self, allow: Option<Vec<String>>) -> Option<Vec<Cidr>> {
+        let Some(list) = allow else {
+            return Some(Vec::new());
+        };
+        if list.is_empty() {
+            self.err(
+                "stats.allow",
+                "an empty list lets nobody in; list CIDRs (e.g. \"127.0.0.0/8\") or leave the key out to allow everyone",
+            );
+            return None;
+        }
+        let blocks: Vec<Option<Cidr>> = list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.check(&format!("stats.allow[{i}]"), Cidr::parse(s)))
+            .collect();
+        blocks.into_iter().collect()
     }
 
     /// Every `[[service]]`, then what they must not share with each other

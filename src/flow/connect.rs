@@ -92,45 +92,38 @@ impl Traffic {
 
     /// The one path for a failed connect: the socket goes, the backend is
     /// released (and dropped if a reload removed it), the failure counts as
-    /// a failed check, and the pair is either due for another backend
-    /// (`true`) or closed (`false`).
+    /// a failed check unless it was this host's, and the pair is either due
+    /// for another backend (`true`) or closed (`false`).
     fn connect_failed(&mut self, key: usize, result: CheckResult, detail: &str, cx: &mut Ctx) -> bool {
         let Some(pair) = self.pairs.get_mut(key) else {
             return false;
         };
-        let svc_key = pair.service;
         pair.server = None; // closes the socket
         pair.connect_deadline = None;
         let Some(b) = pair.backend.take() else { return false };
         pair.tried.push(b);
         pair.last_connect_error = result;
-        let may_retry;
-        if let Some(svc) = cx.state.services.get_mut(svc_key) {
-            may_retry = pair.tried.len() <= svc.cfg.retries as usize;
-            if let Some(backend) = svc.balancer.backends.get_mut(b) {
-                if result == CheckResult::LocalError {
-                    // Not the backend's fault: no failure, no health change.
-                    cx.state.counters.local_errors += 1;
-                    warn!(
-                        "client={} service={} backend={}: connect failed on this host ({detail}); not counted against the backend",
-                        pair.client_addr, svc.cfg.name, backend.cfg.address
-                    );
-                } else {
-                    warn!(
-                        "client={} service={} backend={}: connect failed ({result}: {detail})",
-                        pair.client_addr, svc.cfg.name, backend.cfg.address
-                    );
-                    backend.failures += 1;
-                    if let Some(hc) = &svc.cfg.health_check {
-                        if let Some(t) = backend.health.record(result, None, hc.rise, hc.fall, cx.now) {
-                            t.log(&svc.cfg.name, &backend.cfg.address, "client connect");
-                        }
-                    }
-                }
+        let (svc_key, client, tried) = (pair.service, pair.client_addr, pair.tried.len());
+        if let Some(svc) = cx.state.services.get(svc_key) {
+            let address = svc.balancer.backends.get(b).map_or("-", |be| be.cfg.address.as_str());
+            if result == CheckResult::LocalError {
+                warn!(
+                    "client={client} service={} backend={address}: connect failed on this host ({detail}); not counted against the backend",
+                    svc.cfg.name
+                );
+            } else {
+                warn!(
+                    "client={client} service={} backend={address}: connect failed ({result}: {detail})",
+                    svc.cfg.name
+                );
             }
-        } else {
-            may_retry = false;
         }
+        let may_retry = cx
+            .state
+            .services
+            .get(svc_key)
+            .is_some_and(|s| tried <= s.cfg.retries as usize);
+        cx.state.connect_failed(svc_key, b, result, cx.now);
         cx.state.backend_released(svc_key, b);
         if !may_retry {
             self.close(key, End::ConnectFailed(result), cx);

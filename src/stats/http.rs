@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::cache::{Answer, View};
 use super::{html, metrics, snapshot, Source};
 
 /// Largest request head accepted; larger gets 431.
@@ -13,21 +14,22 @@ pub(super) enum Reply {
     Wait,
     /// Incomplete, and the client will send no more: close.
     Close,
-    /// Send these bytes, then close.
-    Send(Vec<u8>),
+    /// Send this answer (its head only when `true`), then close.
+    Send(Answer, bool),
+    /// Send the answer of this view (its head only when `true`), then close.
+    View(View, bool),
 }
 
-/// The reply to `head` (`eof`: the client has finished sending), rendered
-/// from `src` at `now` when it is a request for a view.
-pub(super) fn reply(head: &[u8], eof: bool, src: &Source<'_>, now: Instant) -> Reply {
+/// The reply to `head` (`eof`: the client has finished sending).
+pub(super) fn reply(head: &[u8], eof: bool) -> Reply {
     match parse(head) {
         Parsed::Partial if head.len() > MAX_HEAD => {
-            Reply::Send(response(431, "text/plain", "", b"request header too large\n", false))
+            Reply::Send(response(431, "text/plain", "", b"request header too large\n"), false)
         }
         Parsed::Partial if eof => Reply::Close,
         Parsed::Partial => Reply::Wait,
-        Parsed::Bad => Reply::Send(response(400, "text/plain", "", b"bad request\n", false)),
-        Parsed::Request { method, path } => Reply::Send(answer(method, path, src, now)),
+        Parsed::Bad => Reply::Send(response(400, "text/plain", "", b"bad request\n"), false),
+        Parsed::Request { method, path } => route(method, path),
     }
 }
 
@@ -51,39 +53,40 @@ fn parse(head: &[u8]) -> Parsed<'_> {
     }
 }
 
-/// The response to a complete request: a view for `GET`/`HEAD` of a known
+/// What a complete request asks for: a view for `GET`/`HEAD` of a known
 /// path (query string ignored), else 404 or 405.
-fn answer(method: &str, path: &str, src: &Source<'_>, now: Instant) -> Vec<u8> {
+fn route(method: &str, path: &str) -> Reply {
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        return response(
-            405,
-            "text/plain",
-            "Allow: GET, HEAD\r\n",
-            b"method not allowed\n",
-            false,
-        );
+        let allow = "Allow: GET, HEAD\r\n";
+        return Reply::Send(response(405, "text/plain", allow, b"method not allowed\n"), false);
     }
-    let path = path.split('?').next().unwrap_or("");
-    let (content_type, body) = match path {
-        "/" | "/statistic" => (
-            "text/html; charset=utf-8",
-            html::render(&snapshot::snapshot(src, now)).into_bytes(),
-        ),
-        "/stats" => ("application/json", snapshot::json(&snapshot::snapshot(src, now))),
-        "/metrics" => (
+    match path.split('?').next().unwrap_or("") {
+        "/" | "/statistic" => Reply::View(View::Html, head_only),
+        "/stats" => Reply::View(View::Json, head_only),
+        "/metrics" => Reply::View(View::Metrics, head_only),
+        _ => Reply::Send(response(404, "text/plain", "", b"not found\n"), head_only),
+    }
+}
+
+/// The answer of `view`, rendered from `src` at `now`: O(backends).
+pub(super) fn render(view: View, src: &Source<'_>, now: Instant) -> Answer {
+    let snap = snapshot::snapshot(src, now);
+    let (content_type, body) = match view {
+        View::Html => ("text/html; charset=utf-8", html::render(&snap).into_bytes()),
+        View::Json => ("application/json", snapshot::json(&snap)),
+        View::Metrics => (
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(&snapshot::snapshot(src, now)).into_bytes(),
+            metrics::render(&snap).into_bytes(),
         ),
-        _ => return response(404, "text/plain", "", b"not found\n", head_only),
     };
-    response(200, content_type, "", &body, head_only)
+    response(200, content_type, "", &body)
 }
 
 /// A complete HTTP/1.1 response that closes the connection; `extra_headers`
-/// are whole lines (each ending in CRLF) after the standard ones. `HEAD`
-/// gets the head only, with the body's length.
-fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+/// are whole lines (each ending in CRLF) after the standard ones. A `HEAD`
+/// request gets its head only, which states the body's length.
+fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8]) -> Answer {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -92,15 +95,11 @@ fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8], h
         431 => "Request Header Fields Too Large",
         _ => "Error",
     };
-    let mut out = format!(
+    let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{extra_headers}\r\n",
         body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
+    );
+    Answer::new(head.as_bytes(), body)
 }
 
 #[cfg(test)]
@@ -119,15 +118,10 @@ mod tests {
 
     #[test]
     fn method_not_allowed_names_allow_before_the_blank_line() {
-        let r = response(
-            405,
-            "text/plain",
-            "Allow: GET, HEAD\r\n",
-            b"method not allowed\n",
-            false,
-        );
+        let r = response(405, "text/plain", "Allow: GET, HEAD\r\n", b"method not allowed\n");
+        let (bytes, len) = r.to_send(false);
         assert_eq!(
-            String::from_utf8_lossy(&r),
+            String::from_utf8_lossy(bytes.get(..len).unwrap_or_default()),
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\
              Cache-Control: no-store\r\nConnection: close\r\nAllow: GET, HEAD\r\n\r\nmethod not allowed\n"
         );

@@ -1,5 +1,7 @@
 //! Side flow: the stats HTTP endpoint, served from the same event loop.
 
+mod budget;
+mod cache;
 mod conn;
 mod html;
 mod http;

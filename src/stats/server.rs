@@ -8,6 +8,8 @@ use mio::net::TcpListener;
 use mio::Interest;
 use slab::Slab;
 
+use super::budget::{drive, enqueue, Budget, Queue, Work};
+use super::cache::Cache;
 use super::conn::{Conn, Stage};
 use super::Source;
 use crate::config::StatsConfig;
@@ -27,14 +29,21 @@ const EVICT_MIN_AGE: Duration = Duration::from_millis(200);
 ///
 /// `GET /` (and `/statistic`) is a self-refreshing HTML page, `/stats` JSON,
 /// `/metrics` Prometheus text. Every connection answers one request and
-/// closes. Hostile clients are bounded: the request head is capped, each
+/// closes. A peer outside `stats.allow` is closed at accept, before
+/// anything is read. Answers come from the [`Cache`] (each view rendered at
+/// most once per `stats.cache_ms`, and again at once after a change), and
+/// one loop turn does at most a [`Budget`] of stats work: a connection that
+/// hits it is queued and stepped again next turn ([`Self::wants_accept`]
+/// tells the loop not to sleep meanwhile).
+///
+/// Hostile clients are bounded: the request head is capped, each
 /// connection has a deadline, and when all slots are taken a new client
 /// takes the slot of one that is done (answer sent, waiting for the client
 /// to close), else of the oldest one that has sat on its slot for a while
 /// without a complete request, else of the oldest one not reading its
 /// answer; with none of these, new clients wait in the listen backlog. A
-/// request that arrived with its connection is answered at once, in the
-/// turn that accepts it.
+/// request that arrived with its connection is answered in the turn that
+/// accepts it, budget permitting.
 pub struct StatsServer {
     listener: TcpListener,
     pub accept_ready: bool,
@@ -42,9 +51,11 @@ pub struct StatsServer {
     /// until a connection ends or grows old enough to evict.
     blocked: bool,
     conns: Slab<Conn>,
+    queue: Queue,
     next_id: u64,
-    /// Time a client has to send its request and read the answer.
-    timeout: Duration,
+    cfg: StatsConfig,
+    cache: Cache,
+    budget: Budget,
 }
 
 impl StatsServer {
@@ -54,18 +65,31 @@ impl StatsServer {
             accept_ready: true,
             blocked: false,
             conns: Slab::new(),
+            queue: Queue::new(),
             next_id: 1,
-            timeout: cfg.timeout,
+            cfg: cfg.clone(),
+            cache: Cache::new(cfg.cache),
+            budget: Budget::default(),
         })
     }
 
-    /// A reload may change the timeout for new connections.
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+    /// A reload's `[stats]`: timeout, `allow` and `cache_ms` apply to the
+    /// next request (a moved listener means a new server, which warns when
+    /// registered).
+    pub fn configure(&mut self, cfg: &StatsConfig) {
+        if cfg.cache != self.cfg.cache {
+            self.cache.set_max_age(cfg.cache);
+        }
+        if cfg.listen == self.cfg.listen {
+            warn_if_open(cfg);
+        }
+        self.cfg = cfg.clone();
     }
 
-    /// Registers the listener with the poll.
+    /// Registers the listener with the poll; warns when it is open to
+    /// anyone who can reach it.
     pub fn register(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        warn_if_open(&self.cfg);
         registry.register(&mut self.listener, Target::StatsListener.token(), Interest::READABLE)
     }
 
@@ -73,20 +97,23 @@ impl StatsServer {
     pub fn close(&mut self, registry: &mio::Registry) {
         let _ = registry.deregister(&mut self.listener);
         self.conns.clear();
+        self.queue.clear();
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
 
-    /// Whether there are clients to accept and room (or a slot to free).
+    /// Whether [`Self::accept`] has work: clients to accept and room (or a
+    /// slot to free), or connections queued for want of budget.
     pub fn wants_accept(&self) -> bool {
-        self.accept_ready && !self.blocked
+        (self.accept_ready && !self.blocked) || !self.queue.is_empty()
     }
 
-    /// Accepts waiting clients and answers the ones whose request is already
-    /// there; when every slot is taken, frees one if it can (see
-    /// `StatsServer`) or leaves the rest in the backlog.
+    /// Once per loop turn: steps the queued connections, then accepts
+    /// waiting clients (closing those outside `allow`) and answers the ones
+    /// whose request is already there; when every slot is taken, frees one
+    /// if it can (see `StatsServer`) or leaves the rest in the backlog.
     pub fn accept(
         &mut self,
         src: &Source<'_>,
@@ -94,12 +121,14 @@ impl StatsServer {
         timers: &mut Timers,
         now: Instant,
     ) -> io::Result<()> {
+        self.budget.begin(now);
+        self.run_queue(src, timers, now);
         for _ in 0..ACCEPT_BATCH {
-            if self.conns.len() >= MAX_CONNS && !self.evict_one(now) {
+            if self.conns.len() >= MAX_CONNS && self.victim(now).is_none() {
                 self.blocked = true;
                 return Ok(());
             }
-            let (mut stream, _) = match self.listener.accept() {
+            let (mut stream, peer) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.accept_ready = false;
@@ -108,6 +137,13 @@ impl StatsServer {
                 Err(e) if socket::is_transient_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
+            if !self.allowed(peer) {
+                log::debug!("stats: {peer} is not in stats.allow; closed");
+                continue; // dropping the stream closes it
+            }
+            if self.conns.len() >= MAX_CONNS {
+                self.evict_one(now);
+            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             let interest = Interest::READABLE | Interest::WRITABLE;
@@ -119,32 +155,75 @@ impl StatsServer {
             }
             let id = self.next_id;
             self.next_id += 1;
-            let conn = entry.insert(Conn::new(id, stream, now, now + self.timeout));
+            let conn = entry.insert(Conn::new(id, stream, now, now + self.cfg.timeout));
             // First wake-up when the slot becomes evictable; the timer then
             // moves on to the deadline.
             timers.add(conn.deadline.min(now + EVICT_MIN_AGE), TimerKind::StatsConn(key, id));
-            if conn.step(src, timers, key, now).is_err() {
-                self.conns.remove(key);
-            }
+            self.step_or_queue(key, src, timers, now);
         }
         Ok(())
+    }
+
+    /// Whether `peer` may talk to the stats port.
+    fn allowed(&self, peer: SocketAddr) -> bool {
+        self.cfg.allow.is_empty() || self.cfg.allow.iter().any(|c| c.contains(peer.ip()))
+    }
+
+    /// The connections, their queue and what a step works with.
+    fn split<'a, 'b>(
+        &'a mut self,
+        src: &'a Source<'b>,
+        timers: &'a mut Timers,
+        now: Instant,
+    ) -> (&'a mut Slab<Conn>, &'a mut Queue, Work<'a, 'b>) {
+        let w = Work {
+            src,
+            cache: &mut self.cache,
+            budget: &mut self.budget,
+            timers,
+            now,
+        };
+        (&mut self.conns, &mut self.queue, w)
+    }
+
+    /// Steps connection `key` now, or queues it behind those already
+    /// waiting for budget (first come, first served).
+    fn step_or_queue(&mut self, key: usize, src: &Source<'_>, timers: &mut Timers, now: Instant) {
+        let (conns, queue, mut w) = self.split(src, timers, now);
+        let closed = if queue.is_empty() {
+            drive(conns, queue, key, &mut w)
+        } else {
+            enqueue(conns, queue, key);
+            false
+        };
+        if closed {
+            self.blocked = false;
+        }
+    }
+
+    /// Steps each queued connection once, in order; those that run out of
+    /// budget again go to the back.
+    fn run_queue(&mut self, src: &Source<'_>, timers: &mut Timers, now: Instant) {
+        let (conns, queue, mut w) = self.split(src, timers, now);
+        let mut closed = false;
+        for _ in 0..queue.len() {
+            let Some((key, id)) = queue.pop_front() else { break };
+            let Some(conn) = conns.get_mut(key).filter(|c| c.id == id) else {
+                continue; // closed meanwhile
+            };
+            conn.queued = false;
+            closed |= drive(conns, queue, key, &mut w);
+        }
+        if closed {
+            self.blocked = false;
+        }
     }
 
     /// Frees a slot: a connection already answered, else the oldest one
     /// that has waited EVICT_MIN_AGE without a complete request, else the
     /// oldest that has not taken its answer in that time.
     fn evict_one(&mut self, now: Instant) -> bool {
-        let victim = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.stage, Stage::Draining(_)))
-            .min_by_key(|(_, c)| c.accepted)
-            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Reading)))
-            // A client that does not read its answer holds the slot no
-            // longer than one that does not send its request.
-            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Writing)))
-            .map(|(k, _)| k);
-        match victim {
+        match self.victim(now) {
             Some(k) => {
                 log::debug!("stats: {} connections open, closing one to make room", self.conns.len());
                 self.conns.remove(k);
@@ -152,6 +231,19 @@ impl StatsServer {
             }
             None => false,
         }
+    }
+
+    /// The connection [`Self::evict_one`] would close.
+    fn victim(&self, now: Instant) -> Option<usize> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(c.stage, Stage::Draining(_)))
+            .min_by_key(|(_, c)| c.accepted)
+            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Reading)))
+            // A client that does not read its answer holds the slot no
+            // longer than one that does not send its request.
+            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Writing)))
+            .map(|(k, _)| k)
     }
 
     /// The oldest connection in a matching stage that has had its slot for
@@ -163,13 +255,11 @@ impl StatsServer {
             .min_by_key(|(_, c)| c.accepted)
     }
 
-    /// Readiness on a stats connection: read the request, answer, drain, close.
+    /// Readiness on a stats connection: read the request, answer, drain,
+    /// close, as far as this turn's budget goes.
     pub fn on_event(&mut self, key: usize, src: &Source<'_>, timers: &mut Timers, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.step(src, timers, key, now).is_err() {
-            self.conns.remove(key);
-            self.blocked = false;
-        }
+        self.budget.begin(now);
+        self.step_or_queue(key, src, timers, now);
     }
 
     pub fn on_timer(&mut self, key: usize, id: u64, now: Instant, timers: &mut Timers) {
@@ -187,6 +277,18 @@ impl StatsServer {
     }
 }
 
+/// Warns when `[stats]` listens beyond loopback with no `allow` list: it
+/// shows every client IP and the backend layout.
+fn warn_if_open(cfg: &StatsConfig) {
+    if cfg.allow.is_empty() && !cfg.listen.ip().to_canonical().is_loopback() {
+        log::warn!(
+            "[stats] listens on {} without stats.allow: anyone who can reach it sees every client IP \
+             and the backend layout (set allow = [\"CIDR\", ...])",
+            cfg.listen
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +300,8 @@ mod tests {
         let cfg = StatsConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             timeout: Duration::from_secs(10),
+            allow: Vec::new(),
+            cache: Duration::from_secs(1),
         };
         let mut server = StatsServer::bind(&cfg).unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -49,7 +49,7 @@ pub fn apply(mut p: Running, new: Config, now: Instant) -> Result<String, String
     let summary = plan.summary(&new).to_string();
     apply::services(&mut p, &plan, &new, listeners, now);
     if let (Some(s), Some(cfg)) = (p.stats.as_mut(), new.stats.as_ref()) {
-        s.set_timeout(cfg.timeout);
+        s.configure(cfg);
     }
     if plan.stats_moved {
         move_stats(&mut p, fresh_stats);
