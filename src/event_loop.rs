@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{info, warn};
 use mio::{Events, Interest, Poll};
 
 use crate::config::Config;
@@ -21,7 +21,8 @@ use crate::control::signals::{Signal, Signals};
 use crate::flow::listen::FD_BACKOFF;
 use crate::flow::session::End;
 use crate::flow::{Ctx, Traffic};
-use crate::health::probe::{Change, Prober};
+use crate::health;
+use crate::health::probe::Prober;
 use crate::io::socket;
 use crate::state::{Service, State};
 use crate::stats::{Source, StatsServer};
@@ -195,7 +196,7 @@ impl Proxy {
                 let changes = self
                     .prober
                     .on_event(key, &mut self.state.services, &mut self.timers, now);
-                log_health(&mut self.state, changes);
+                health::probe::record_changes(&mut self.state, changes);
             }
             Some(Target::StatsListener) => {
                 if let Some(s) = self.stats.as_mut() {
@@ -298,29 +299,16 @@ impl Proxy {
             info!("reload dropped: shutting down");
             return;
         }
-        let result = loaded.and_then(|new| {
-            let running = Running {
-                config: &mut self.config,
-                state: &mut self.state,
-                traffic: &mut self.traffic,
-                prober: &mut self.prober,
-                stats: &mut self.stats,
-                registry: self.poll.registry(),
-                timers: &mut self.timers,
-            };
-            reload::apply(running, new, now)
-        });
-        match result {
-            Ok(summary) => {
-                self.state.counters.reloads += 1;
-                info!("reload done: {summary}");
-            }
-            Err(e) => {
-                self.state.counters.reloads_failed += 1;
-                error!("reload failed, keeping the running configuration: {e}");
-            }
-        }
-        self.state.changed();
+        let mut running = Running {
+            config: &mut self.config,
+            state: &mut self.state,
+            traffic: &mut self.traffic,
+            prober: &mut self.prober,
+            stats: &mut self.stats,
+            registry: self.poll.registry(),
+            timers: &mut self.timers,
+        };
+        reload::finish(&mut running, loaded, now);
     }
 
     // ---- timers -------------------------------------------------------------
@@ -338,7 +326,7 @@ impl Proxy {
                         self.poll.registry(),
                         now,
                     );
-                    log_health(&mut self.state, changes);
+                    health::probe::record_changes(&mut self.state, changes);
                 }
                 TimerKind::StatsConn(key, id) => {
                     if let Some(s) = self.stats.as_mut() {
@@ -412,17 +400,5 @@ fn stats_source<'a>(state: &'a State, traffic: &Traffic, timers: &Timers) -> Sou
         state,
         buffers_in_use: traffic.pools.buffers.in_use(),
         timers_pending: timers.len(),
-    }
-}
-
-/// Logs the up/down changes probes caused (and tells stats).
-fn log_health(state: &mut State, changes: Vec<Change>) {
-    for (svc_key, b, t) in changes {
-        state.changed();
-        if let Some(svc) = state.services.get(svc_key) {
-            if let Some(backend) = svc.balancer.backends.get(b) {
-                t.log(&svc.cfg.name, &backend.cfg.address, "health check");
-            }
-        }
     }
 }

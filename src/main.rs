@@ -1,5 +1,6 @@
 //! Command line, logging set-up, then `Proxy::new(config)?.run()`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,51 +40,57 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        println!("{}: configuration is valid", args.config.display());
-        print!("{config}");
-        return ExitCode::SUCCESS;
+        return check(&args.config, &config);
     }
-    if let Err(e) = init_logging(&config) {
-        eprintln!("easyproxy: {e}");
-        return ExitCode::from(1);
+    match run(config, args.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("easyproxy: {e}");
+            ExitCode::from(1)
+        }
     }
+}
+
+/// `--check` on a valid file: the summary on stdout. A closed stdout
+/// (`easyproxy --check | head -1`) ends the output quietly, not in a panic.
+fn check(path: &Path, config: &Config) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}: configuration is valid\n{config}", path.display());
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
+/// Starts the proxy on `config` and runs it until it stops; the error is
+/// what to say on stderr.
+fn run(config: Config, path: PathBuf) -> Result<(), String> {
+    init_logging(&config)?;
     easyproxy::control::limits::raise_fd_limit(config.global.max_connections);
     let pid_file = config.global.pid_file.clone();
-    let mut proxy = match Proxy::new(config, Some(args.config.clone())) {
-        Ok(p) => p,
-        Err(e) => {
-            easyproxy::control::logsink::finish();
-            eprintln!("easyproxy: {e}");
-            return ExitCode::from(1);
+    let started = Proxy::new(config, Some(path)).and_then(|proxy| {
+        if let Some(path) = &pid_file {
+            easyproxy::control::limits::write_pid_file(path)
+                .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
         }
-    };
-    if let Some(path) = &pid_file {
-        if let Err(e) = easyproxy::control::limits::write_pid_file(path) {
-            easyproxy::control::logsink::finish();
-            eprintln!("easyproxy: cannot write pid file {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
-    }
+        Ok(proxy)
+    });
+    let mut proxy = started.inspect_err(|_| {
+        easyproxy::control::logsink::finish();
+    })?;
     log::info!(
         "easyproxy {} started (pid {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
     let result = proxy.run();
+    if let Err(e) = &result {
+        log::error!("event loop failed: {e}");
+    }
     easyproxy::control::logsink::finish();
     // A reload may have moved the pid file (or failed to, keeping the first).
     for path in [&pid_file, &proxy.config.global.pid_file].into_iter().flatten() {
         remove_pid_file(path);
     }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("event loop failed: {e}");
-            easyproxy::control::logsink::finish();
-            eprintln!("easyproxy: event loop failed: {e}");
-            ExitCode::from(1)
-        }
-    }
+    result.map_err(|e| format!("event loop failed: {e}"))
 }
 
 fn remove_pid_file(path: &Path) {

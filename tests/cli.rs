@@ -247,3 +247,27 @@ fn soft_descriptor_limit_is_raised_for_max_connections() {
     let (soft, hard) = fd_limits(p.pid());
     assert!(soft >= 2000.min(hard), "soft limit still {soft} (hard {hard})");
 }
+
+/// `easyproxy --check | head -1` where `head` is already gone: the summary
+/// meets a closed pipe (EPIPE), and that is a quiet exit 0, not a panic
+/// (exit 101).
+#[test]
+fn check_survives_a_closed_stdout() {
+    let dir = TempDir::new();
+    let path = dir.path("c.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) }; // nobody will read
+    let stdout = unsafe { <std::process::Stdio as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let out = Command::new(bin())
+        .arg("--check")
+        .arg("-c")
+        .arg(&path)
+        .stdout(stdout)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

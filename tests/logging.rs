@@ -38,7 +38,10 @@ fn start_stalled() -> Stalled {
     let b = Backend::echo();
     let cfg = service_config("", &[b.addr])
         .replace("log_level = \"debug\"", "log_level = \"info\"")
-        .replace("[[service]]", "[stats]\nlisten = \"127.0.0.1:0\"\n\n[[service]]");
+        .replace(
+            "[[service]]",
+            "[stats]\nlisten = \"127.0.0.1:0\"\ncache_ms = 0\n\n[[service]]",
+        );
     std::mem::forget(b); // serves until the test process ends
     let dir = TempDir::new();
     let path = dir.path("easyproxy.toml");
@@ -133,7 +136,8 @@ fn an_unread_stderr_drops_lines_and_stops_no_traffic() {
     let mut p = start_stalled();
     let served = serve_many(p.svc, CONNECTIONS);
     assert_eq!(served, CONNECTIONS, "connections served with stderr unread");
-    // Every pair closed; the next request comes in a later loop turn, after
+    // Every pair closed (stats answers fresh: cache_ms = 0); the next
+    // request comes in a later loop turn, after
     // the turn that closed the last pair handed its lines over.
     wait_for("every connection closed", SOON, || {
         let j = stats(p.stats);

@@ -21,7 +21,7 @@ use crate::config::HealthCheck;
 use crate::health::check::{Check, Progress};
 use crate::io::socket;
 use crate::rng::Rng;
-use crate::state::Service;
+use crate::state::{Service, State};
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
@@ -44,6 +44,18 @@ struct Probe {
     armed: Option<(u64, Instant)>,
     /// The tag of a pending entry that resumes a check which yielded.
     resume: Option<u64>,
+}
+
+/// Logs the up/down changes probes caused, and tells stats.
+pub fn record_changes(state: &mut State, changes: Vec<Change>) {
+    for (svc_key, b, t) in changes {
+        state.changed();
+        if let Some(svc) = state.services.get(svc_key) {
+            if let Some(backend) = svc.balancer.backends.get(b) {
+                t.log(&svc.cfg.name, &backend.cfg.address, "health check");
+            }
+        }
+    }
 }
 
 /// A health change to be logged: (service key, backend key, transition).

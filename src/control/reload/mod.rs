@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::control::loader::Loaded;
 use crate::flow::Traffic;
 use crate::health::probe::Prober;
 use crate::io::socket;
@@ -32,13 +33,30 @@ pub struct Running<'a> {
     pub timers: &'a mut Timers,
 }
 
+/// A read configuration (or why there is none) meets the running proxy:
+/// applied, or counted and logged as failed; either way the stats page
+/// shows the outcome at once.
+pub fn finish(p: &mut Running, loaded: Loaded, now: Instant) {
+    match loaded.and_then(|new| apply(p, new, now)) {
+        Ok(summary) => {
+            p.state.counters.reloads += 1;
+            log::info!("reload done: {summary}");
+        }
+        Err(e) => {
+            p.state.counters.reloads_failed += 1;
+            log::error!("reload failed, keeping the running configuration: {e}");
+        }
+    }
+    p.state.changed();
+}
+
 /// Applies `new` to the running proxy, or changes nothing and says why;
 /// the answer is the reload's summary.
-pub fn apply(mut p: Running, new: Config, now: Instant) -> Result<String, String> {
+pub fn apply(p: &mut Running, new: Config, now: Instant) -> Result<String, String> {
     let plan = Plan::new(p.config, &new);
     // Phase 1: bind every address not already bound; any failure aborts
     // before anything was changed (the fresh sockets are simply dropped).
-    let listeners = bind_new(&p, &new)?;
+    let listeners = bind_new(p, &new)?;
     let fresh_stats = match (&new.stats, plan.stats_moved) {
         (Some(cfg), true) => {
             Some(StatsServer::bind(cfg).map_err(|e| format!("cannot listen on {} for [stats]: {e}", cfg.listen))?)
@@ -47,14 +65,14 @@ pub fn apply(mut p: Running, new: Config, now: Instant) -> Result<String, String
     };
     // Phase 2: nothing below can fail in a way that matters.
     let summary = plan.summary(&new).to_string();
-    apply::services(&mut p, &plan, &new, listeners, now);
+    apply::services(p, &plan, &new, listeners, now);
     if let (Some(s), Some(cfg)) = (p.stats.as_mut(), new.stats.as_ref()) {
         s.configure(cfg);
     }
     if plan.stats_moved {
-        move_stats(&mut p, fresh_stats);
+        move_stats(p, fresh_stats);
     }
-    log_new_listeners(&p, &plan, &new);
+    log_new_listeners(p, &plan, &new);
     if new.global.max_connections > p.config.global.max_connections {
         crate::control::limits::raise_fd_limit(new.global.max_connections);
     }
@@ -122,7 +140,7 @@ fn log_new_listeners(p: &Running, plan: &Plan, new: &Config) {
 
 /// The new configuration takes over: the log is reopened (rotation is
 /// "move the file, SIGHUP"), pools and limits apply to new connections.
-fn set_config(p: Running, config: Config) {
+fn set_config(p: &mut Running, config: Config) {
     if let Err(e) = crate::control::logsink::reopen(config.global.log_file.as_deref()) {
         log::error!("cannot reopen the log: {e}; logging goes on to the old file");
     }
