@@ -9,6 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -49,7 +50,7 @@ const TIMERS_SLACK: usize = 4096;
 /// The proxy: configuration, sockets, connection pairs and timers.
 pub struct Proxy {
     poll: Poll,
-    pub config: Config,
+    pub config: Arc<Config>,
     config_path: Option<PathBuf>,
     pub state: State,
     pub traffic: Traffic,
@@ -105,7 +106,7 @@ impl Proxy {
         Ok(Proxy {
             poll,
             traffic: Traffic::new(&config.global),
-            config,
+            config: Arc::new(config),
             config_path,
             state,
             timers,
@@ -265,7 +266,7 @@ impl Proxy {
             warn!("SIGHUP: no configuration file to reload");
             return;
         };
-        let started = self.loader.start(path.clone(), now);
+        let started = self.loader.start(path.clone(), Arc::clone(&self.config), now);
         self.arm_reload_deadline();
         if started {
             info!("SIGHUP: reloading {}", path.display());

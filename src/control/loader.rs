@@ -15,10 +15,20 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token, Waker};
 
 use crate::config::Config;
+use crate::control::reload::plan::Plan;
 
-/// What one read of the configuration file produced: the config, or the
-/// error text to log.
-pub type Loaded = Result<Config, String>;
+/// A configuration read, validated and compared with the one running when
+/// the read started (`base`), all off the loop.
+#[derive(Debug)]
+pub struct Prepared {
+    pub config: Config,
+    pub plan: Plan,
+    pub base: Arc<Config>,
+}
+
+/// What one read of the configuration file produced: the prepared config,
+/// or the error text to log.
+pub type Loaded = Result<Prepared, String>;
 
 /// How long a read may take before the reload is abandoned (a FIFO nobody
 /// writes, a hung network mount).
@@ -43,7 +53,7 @@ pub struct Loader {
     tx: Sender<(u64, Loaded)>,
     rx: Receiver<(u64, Loaded)>,
     running: Option<Read>,
-    queued: Option<PathBuf>,
+    queued: Option<(PathBuf, Arc<Config>)>,
     next_gen: u64,
     /// Reader threads alive (the running one and abandoned ones).
     threads: Arc<AtomicUsize>,
@@ -78,9 +88,9 @@ impl Loader {
 
     /// Starts reading `path`, or queues it behind the read already running.
     /// Returns false when it was queued.
-    pub fn start(&mut self, path: PathBuf, now: Instant) -> bool {
+    pub fn start(&mut self, path: PathBuf, base: Arc<Config>, now: Instant) -> bool {
         if self.running.is_some() {
-            self.queued = Some(path);
+            self.queued = Some((path, base));
             return false;
         }
         self.next_gen += 1;
@@ -92,14 +102,15 @@ impl Loader {
             let _ = self.waker.wake();
             return true;
         }
-        self.spawn(path.clone(), gen);
+        self.spawn(path.clone(), base, gen);
         self.running = Some(Read { path, gen });
         self.deadline = Some((gen, now + READ_DEADLINE));
         true
     }
 
-    fn spawn(&mut self, path: PathBuf, gen: u64) {
+    fn spawn(&mut self, path: PathBuf, base: Arc<Config>, gen: u64) {
         let (tx, waker, threads) = (self.tx.clone(), Arc::clone(&self.waker), Arc::clone(&self.threads));
+        let fallback = Arc::clone(&base);
         let thread_path = path.clone();
         threads.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
@@ -107,7 +118,7 @@ impl Loader {
             .spawn(move || {
                 // A panic here must still answer, or every later reload
                 // would wait behind this one for ever.
-                let loaded = std::panic::catch_unwind(|| read(&thread_path))
+                let loaded = std::panic::catch_unwind(|| read(&thread_path, base))
                     .unwrap_or_else(|_| Err("internal error while reading the file".into()));
                 threads.fetch_sub(1, Ordering::SeqCst);
                 // The loop may be gone (stopping): nothing to report to then.
@@ -119,7 +130,7 @@ impl Loader {
             self.threads.fetch_sub(1, Ordering::SeqCst);
             // No thread to be had: read in the loop rather than not at all.
             log::warn!("no thread for reading the configuration ({e}); reading it in the event loop");
-            let _ = self.tx.send((gen, read(&path)));
+            let _ = self.tx.send((gen, read(&path, fallback)));
             let _ = self.waker.wake();
         }
     }
@@ -158,21 +169,33 @@ impl Loader {
     }
 
     fn start_queued(&mut self, now: Instant) {
-        if let Some(next) = self.queued.take() {
-            self.start(next, now);
+        if let Some((next, base)) = self.queued.take() {
+            self.start(next, base, now);
         }
     }
 }
 
-/// Reads, validates and resolves the file; errors on one line.
-fn read(path: &std::path::Path) -> Loaded {
-    Config::load(path).map_err(|e| e.to_string().replace('\n', "; "))
+/// Reads, validates and resolves the file, and plans the change from
+/// `base`; errors on one line.
+fn read(path: &std::path::Path, base: Arc<Config>) -> Loaded {
+    let config = Config::load(path).map_err(|e| e.to_string().replace('\n', "; "))?;
+    let plan = Plan::new(&base, &config);
+    Ok(Prepared { config, plan, base })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use mio::{Events, Poll};
+    fn base() -> Arc<Config> {
+        Arc::new(
+            Config::parse(
+                "[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n[[service.backend]]\naddress = \"127.0.0.1:1\"\n",
+            )
+            .unwrap(),
+        )
+    }
+
     fn wait(poll: &mut Poll, loader: &mut Loader) -> Loaded {
         let mut events = Events::with_capacity(8);
         for _ in 0..100 {
@@ -199,16 +222,16 @@ mod tests {
 
         let mut poll = Poll::new().unwrap();
         let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
-        assert!(loader.start(good.clone(), Instant::now()));
+        assert!(loader.start(good.clone(), base(), Instant::now()));
         assert!(
-            !loader.start(bad.clone(), Instant::now()),
+            !loader.start(bad.clone(), base(), Instant::now()),
             "a second read waits for the first"
         );
         assert!(loader.busy());
         let first = wait(&mut poll, &mut loader);
-        assert_eq!(first.unwrap().services[0].name, "a");
+        assert_eq!(first.unwrap().config.services[0].name, "a");
         let second = wait(&mut poll, &mut loader);
-        assert!(second.unwrap_err().contains("nmae"));
+        assert!(second.err().unwrap().contains("nmae"));
         assert!(!loader.busy());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -229,7 +252,7 @@ mod tests {
         let mut poll = Poll::new().unwrap();
         let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
         let now = Instant::now();
-        assert!(loader.start(fifo.clone(), now));
+        assert!(loader.start(fifo.clone(), base(), now));
         let (gen, at) = loader.take_deadline().unwrap();
         assert_eq!(at, now + READ_DEADLINE);
         assert!(loader.expire(gen + 1, at).is_none(), "another read's deadline");
@@ -238,10 +261,10 @@ mod tests {
         assert!(!loader.busy());
         // The stuck reader finishes later (the FIFO gets a writer) while a
         // new read runs: only the new read's answer comes out.
-        assert!(loader.start(good.clone(), at));
+        assert!(loader.start(good.clone(), base(), at));
         std::fs::write(&fifo, "garbage").unwrap();
         let next = wait(&mut poll, &mut loader);
-        assert_eq!(next.unwrap().services[0].name, "b");
+        assert_eq!(next.unwrap().config.services[0].name, "b");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,10 +9,11 @@ mod apply;
 pub mod plan;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::control::loader::Loaded;
+use crate::control::loader::{Loaded, Prepared};
 use crate::flow::Traffic;
 use crate::health::probe::Prober;
 use crate::io::socket;
@@ -24,7 +25,7 @@ use plan::{Plan, ServicePlan};
 
 /// The parts of the running proxy a reload changes.
 pub struct Running<'a> {
-    pub config: &'a mut Config,
+    pub config: &'a mut Arc<Config>,
     pub state: &'a mut State,
     pub traffic: &'a mut Traffic,
     pub prober: &'a mut Prober,
@@ -52,8 +53,19 @@ pub fn finish(p: &mut Running, loaded: Loaded, now: Instant) {
 
 /// Applies `new` to the running proxy, or changes nothing and says why;
 /// the answer is the reload's summary.
-pub fn apply(p: &mut Running, new: Config, now: Instant) -> Result<String, String> {
-    let plan = Plan::new(p.config, &new);
+pub fn apply(p: &mut Running, prepared: Prepared, now: Instant) -> Result<String, String> {
+    let Prepared {
+        config: new,
+        plan,
+        base,
+    } = prepared;
+    // Planned off the loop against the configuration running then; if
+    // another change came first, plan again.
+    let plan = if Arc::ptr_eq(&base, p.config) {
+        plan
+    } else {
+        Plan::new(p.config, &new)
+    };
     // Phase 1: bind every address not already bound; any failure aborts
     // before anything was changed (the fresh sockets are simply dropped).
     let listeners = bind_new(p, &new)?;
@@ -146,7 +158,7 @@ fn set_config(p: &mut Running, config: Config) {
     }
     p.traffic.configure(&config.global);
     log::set_max_level(config.global.log_level);
-    *p.config = config;
+    *p.config = Arc::new(config);
 }
 
 /// A reload that changes `pid_file` writes the new one and removes the old
