@@ -54,6 +54,9 @@ fn main() -> ExitCode {
 /// `--check` on a valid file: the summary on stdout. A closed stdout
 /// (`easyproxy --check | head -1`) ends the output quietly, not in a panic.
 fn check(path: &Path, config: &Config) -> ExitCode {
+    for w in &config.warnings {
+        eprintln!("easyproxy: warning: {w}");
+    }
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}: configuration is valid\n{config}", path.display());
     let _ = out.flush();
@@ -64,6 +67,9 @@ fn check(path: &Path, config: &Config) -> ExitCode {
 /// what to say on stderr.
 fn run(config: Config, path: PathBuf) -> Result<(), String> {
     init_logging(&config)?;
+    for w in &config.warnings {
+        log::warn!("configuration: {w}");
+    }
     easyproxy::control::limits::raise_fd_limit(config.global.max_connections);
     let pid_file = config.global.pid_file.clone();
     let started = Proxy::new(config, Some(path)).and_then(|proxy| {

@@ -271,3 +271,15 @@ fn check_survives_a_closed_stdout() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `--check` says when a health check's timeout is above its interval
+/// (valid, exit 0, but checks of a silent backend then come only every
+/// timeout).
+#[test]
+fn check_warns_about_a_timeout_above_the_interval() {
+    let text = GOOD.replace("interval_ms = 500", "interval_ms = 1\ntimeout_ms = 86400000");
+    let (code, out, err) = check(&text);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration is valid"), "{out}");
+    assert!(err.contains("warning") && err.contains("above interval_ms"), "{err}");
+}

@@ -24,6 +24,17 @@ impl Validator {
         let mysql_user = self.mysql_user(&format!("{key}.mysql_user"), h.mysql_user, &send, &expect);
         let interval = self.ms(&format!("{key}.interval_ms"), h.interval_ms, millis(&d.interval), false);
         let timeout = self.ms(&format!("{key}.timeout_ms"), h.timeout_ms, millis(&d.timeout), false);
+        if timeout > interval {
+            self.warn(
+                &format!("{key}.timeout_ms"),
+                format!(
+                    "{} ms is above interval_ms ({} ms): checks never overlap, so a backend that does not answer is checked only every {} ms",
+                    timeout.as_millis(),
+                    interval.as_millis(),
+                    timeout.as_millis()
+                ),
+            );
+        }
         HealthCheck {
             mysql_user,
             interval,

@@ -210,6 +210,9 @@ pub struct Config {
     pub global: Global,
     pub stats: Option<StatsConfig>,
     pub services: Vec<ServiceConfig>,
+    /// Settings that are valid but probably not what was meant (`--check`
+    /// prints them, start and reload log them).
+    pub warnings: Vec<String>,
 }
 
 /// Every problem found in a configuration file, ready to print.

@@ -339,3 +339,21 @@ fn many_backends_parse_without_quadratic_checks() {
         .join("\n")
         .contains("duplicate backend"));
 }
+
+#[test]
+fn a_check_timeout_above_its_interval_is_a_warning() {
+    let hc = |t: u64| {
+        MIN.replace(
+            "[[service.backend]]",
+            &format!("[service.health_check]\ninterval_ms = 100\ntimeout_ms = {t}\n[[service.backend]]"),
+        )
+    };
+    assert!(Config::parse(&hc(100)).unwrap().warnings.is_empty());
+    let c = Config::parse(&hc(86_400_000)).unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    assert!(
+        c.warnings[0].contains("health_check.timeout_ms") && c.warnings[0].contains("above interval_ms"),
+        "{:?}",
+        c.warnings
+    );
+}

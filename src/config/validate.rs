@@ -29,12 +29,18 @@ pub(super) fn config(raw: RawConfig) -> Result<Config, Vec<String>> {
 #[derive(Default)]
 pub(super) struct Validator {
     problems: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Validator {
     /// Records a problem with the key it belongs to.
     pub(super) fn err(&mut self, key: &str, msg: impl fmt::Display) {
         self.problems.push(format!("{key}: {msg}"));
+    }
+
+    /// Records something valid but probably not meant, with its key.
+    pub(super) fn warn(&mut self, key: &str, msg: impl fmt::Display) {
+        self.warnings.push(format!("{key}: {msg}"));
     }
 
     /// Keeps an `Ok` value, or records the error under `key`.
@@ -76,6 +82,7 @@ impl Validator {
             global,
             stats,
             services,
+            warnings: std::mem::take(&mut self.warnings),
         }
     }
 
