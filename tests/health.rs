@@ -527,4 +527,5 @@ fn narrow_port_range_scenario() {
     let s = stats_json(p.stats_addr());
     assert_eq!(s["services"][0]["backends"][0]["state"], "up");
     assert_eq!(s["services"][0]["backends"][0]["failures"], 0);
+    assert!(s["connections"]["local_errors"].as_u64().unwrap() > 0, "{s}");
 }

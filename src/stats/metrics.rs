@@ -45,6 +45,12 @@ const FAMILIES: &[Family] = &[
         Rows::Process(|s| s.reloads_failed.to_string()),
     ),
     family(
+        "easyproxy_local_errors_total",
+        "counter",
+        "Backend connects that failed on this host (no local port, no descriptor); not counted against backends.",
+        Rows::Process(|s| s.connections.local_errors.to_string()),
+    ),
+    family(
         "easyproxy_log_lines_dropped_total",
         "counter",
         "Log lines dropped because the log destination could not keep up.",

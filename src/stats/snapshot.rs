@@ -27,6 +27,9 @@ pub struct Connections {
     pub active: usize,
     pub total: u64,
     pub rejected: u64,
+    /// Backend connects that failed on this host (no local port, no
+    /// descriptor), not counted against any backend.
+    pub local_errors: u64,
 }
 
 #[derive(Serialize)]
@@ -78,6 +81,7 @@ pub fn snapshot(src: &Source<'_>, now: Instant) -> Snapshot {
             active: c.active,
             total: c.total,
             rejected: c.rejected,
+            local_errors: c.local_errors,
         },
         reloads: c.reloads,
         reloads_failed: c.reloads_failed,
