@@ -112,34 +112,10 @@ impl BackendPlan {
     }
 }
 
-/// Whether everything but the backend list is the same. Destructured so
-/// that a new field cannot be forgotten here.
+/// Whether everything but the backend list is the same (comparing the
+/// settings costs nothing per backend).
 fn same_settings(a: &ServiceConfig, b: &ServiceConfig) -> bool {
-    let ServiceConfig {
-        name,
-        listen,
-        strategy,
-        connect_timeout,
-        idle_timeout,
-        retries,
-        max_connections,
-        max_connections_per_ip,
-        backlog,
-        send_proxy,
-        health_check,
-        backends: _,
-    } = a;
-    *name == b.name
-        && *listen == b.listen
-        && *strategy == b.strategy
-        && *connect_timeout == b.connect_timeout
-        && *idle_timeout == b.idle_timeout
-        && *retries == b.retries
-        && *max_connections == b.max_connections
-        && *max_connections_per_ip == b.max_connections_per_ip
-        && *backlog == b.backlog
-        && *send_proxy == b.send_proxy
-        && *health_check == b.health_check
+    a.settings() == b.settings()
 }
 
 /// Same backend addresses (as written and as resolved), in the same order.
