@@ -1,5 +1,6 @@
 //! Configuration, step 1 for EasyProxy's JSON file: each key of the tree checked for its type and range, every problem named by its key and reported at once.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -86,7 +87,8 @@ impl Reader {
             self.err(key, format!("expected an object, found {}", node.kind()));
             return None;
         };
-        for (i, (k, _)) in members.iter().enumerate() {
+        let mut seen = HashSet::new();
+        for (k, _) in &members {
             let name = if key.is_empty() {
                 k.clone()
             } else {
@@ -94,7 +96,7 @@ impl Reader {
             };
             if !known.contains(&k.as_str()) {
                 self.err(&name, format!("unknown key (expected one of: {})", known.join(", ")));
-            } else if members.iter().take(i).any(|(earlier, _)| earlier == k) {
+            } else if !seen.insert(k.as_str()) {
                 self.err(&name, "duplicate key");
             }
         }

@@ -139,7 +139,7 @@ fn bad_types_name_their_key_all_at_once() {
         "service: expected a string, found a list",
         "host: expected a string, found a whole number",
         "port: expected a whole number, found a string",
-        "heartbeat: expected a whole number, found a number with a fraction",
+        "heartbeat: expected a whole number, found a floating-point number",
         "backends[0].port: expected a whole number, found true/false",
         "backends[1]: expected an object, found a whole number",
     ] {

@@ -25,7 +25,7 @@ impl Node {
             Node::Null => "null",
             Node::Bool(_) => "true/false",
             Node::Int(_) => "a whole number",
-            Node::Float(_) => "a number with a fraction",
+            Node::Float(_) => "a floating-point number",
             Node::Str(_) => "a string",
             Node::List(_) => "a list",
             Node::Object(_) => "an object",
