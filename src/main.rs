@@ -23,7 +23,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(&args.config) {
+    let (config, toml) = match Config::load_with_toml(&args.config) {
         Ok(c) => c,
         Err(e) if args.check => {
             // --check lists every problem, one per line.
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        return check(&args.config, &config);
+        return check(&args.config, &config, toml.as_deref());
     }
     match run(config, args.config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,14 +51,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--check` on a valid file: the summary on stdout. A closed stdout
-/// (`easyproxy --check | head -1`) ends the output quietly, not in a panic.
-fn check(path: &Path, config: &Config) -> ExitCode {
+/// `--check` on a valid file: the summary on stdout, then for EasyProxy's
+/// JSON file the equivalent TOML. A closed stdout (`easyproxy --check |
+/// head -1`) ends the output quietly, not in a panic.
+fn check(path: &Path, config: &Config, toml: Option<&str>) -> ExitCode {
     for w in &config.warnings {
         eprintln!("easyproxy: warning: {w}");
     }
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}: configuration is valid\n{config}", path.display());
+    if let Some(toml) = toml {
+        let _ = write!(out, "\n{toml}");
+    }
     let _ = out.flush();
     ExitCode::SUCCESS
 }

@@ -7,10 +7,11 @@
 //! One file per step: `raw` deserialises the TOML, `validate` checks it
 //! (`service` and `health` for the per-service tables, `resolve` for
 //! addresses, `cidr` for `stats.allow`) and `summary` prints the `--check`
-//! summary.
+//! summary. `json` is a second front-end, for EasyProxy's own JSON file.
 
 mod cidr;
 mod health;
+mod json;
 mod raw;
 mod resolve;
 mod service;
@@ -244,8 +245,15 @@ pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 pub const MIN_BUFFER_SIZE: u64 = 512;
 
 impl Config {
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file: TOML, or
+    /// EasyProxy's JSON (a `.json` name or a first non-blank `{`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_toml(path).map(|(config, _)| config)
+    }
+
+    /// Like [`Config::load`], also giving the equivalent easyproxy.toml
+    /// when the file is EasyProxy's JSON (`--check` prints it).
+    pub fn load_with_toml(path: &Path) -> Result<(Config, Option<String>), ConfigError> {
         let err = |msg: String| ConfigError {
             path: path.to_path_buf(),
             problems: vec![msg],
@@ -259,7 +267,12 @@ impl Config {
             return Err(err(format!("file is larger than {} MiB", MAX_FILE_SIZE >> 20)));
         }
         let text = String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
-        Config::parse(&text).map_err(|problems| ConfigError {
+        let parsed = if json::is_json(path, &text) {
+            Config::parse_json(&text).map(|(config, toml)| (config, Some(toml)))
+        } else {
+            Config::parse(&text).map(|config| (config, None))
+        };
+        parsed.map_err(|problems| ConfigError {
             path: path.to_path_buf(),
             problems,
         })

@@ -42,6 +42,9 @@ pub fn finish(p: &mut Running, loaded: Loaded, now: Instant) {
         Ok(summary) => {
             p.state.counters.reloads += 1;
             log::info!("reload done: {summary}");
+            for w in &p.config.warnings {
+                log::warn!("configuration: {w}");
+            }
         }
         Err(e) => {
             p.state.counters.reloads_failed += 1;
