@@ -28,7 +28,7 @@ impl Validator {
             self.warn(
                 &format!("{key}.timeout_ms"),
                 format!(
-                    "{} ms is above interval_ms ({} ms): checks never overlap, so a backend that does not answer is checked only every {} ms",
+                    "{} ms is above interval_ms ({} ms): checks never overlap, so a backend that does not answer is checked only about every {} ms",
                     timeout.as_millis(),
                     interval.as_millis(),
                     timeout.as_millis()

@@ -77,8 +77,11 @@ impl Validator {
         if name.is_empty() {
             self.err(key, "must not be empty");
             false
-        } else if name.len() > MAX_NAME {
-            self.err(key, format!("is {} characters long; at most {MAX_NAME}", name.len()));
+        } else if name.chars().count() > MAX_NAME {
+            self.err(
+                key,
+                format!("is {} characters long; at most {MAX_NAME}", name.chars().count()),
+            );
             false
         } else if !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
             self.err(key, "may hold only letters, digits, '.', '_' and '-'");

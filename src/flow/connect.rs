@@ -66,6 +66,7 @@ impl Traffic {
                     let name = cx.state.services.get(svc_key).map_or("-", |s| s.cfg.name.as_str());
                     warn!("client={client} service={name}: cannot open a backend socket: {e}");
                 }
+                cx.state.counters.local_errors += 1;
                 self.pause_accepting(cx.timers, cx.now);
                 self.close(key, End::LocalError, cx);
                 return Attempt::Settled;

@@ -71,7 +71,7 @@ const FAMILIES: &[Family] = &[
     family(
         "easyproxy_connections_rejected_total",
         "counter",
-        "Client connections closed because no backend could be chosen.",
+        "Client connections closed at once: no backend could be chosen, or the client IP was at max_connections_per_ip.",
         Rows::Service(|s| s.rejected.to_string()),
     ),
     family(
