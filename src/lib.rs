@@ -41,5 +41,8 @@ pub mod control;
 
 pub mod event_loop;
 
+// The admin API's command-line client.
+pub mod ctl;
+
 pub use config::Config;
 pub use event_loop::Proxy;

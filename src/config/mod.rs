@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-pub use admin::{AdminConfig, AdminToken, MIN_TOKEN_LEN};
+pub use admin::{read_token, AdminConfig, AdminToken, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
 pub use health::unescape;
 
