@@ -26,8 +26,7 @@ use crate::config::AdminConfig;
 use crate::token::Target;
 use listen::UnixSocket;
 
-pub use request::{error, MAX_BODY};
-pub use server::{AdminServer, Ready, MAX_PER_LISTENER};
+pub use server::{AdminServer, Ready};
 pub use stream::Peer;
 
 /// What a request asks for.

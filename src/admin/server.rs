@@ -71,8 +71,9 @@ pub struct AdminServer {
     next_id: u64,
     /// Listeners with clients waiting (TCP, unix).
     pending: [bool; 2],
-    /// Both listeners' slots are taken and none can be given up yet.
-    blocked: bool,
+    /// A listener's slots are all taken and none can be given up yet
+    /// (TCP, unix).
+    blocked: [bool; 2],
 }
 
 impl AdminServer {
@@ -90,7 +91,7 @@ impl AdminServer {
             budget: Budget::default(),
             next_id: 1,
             pending: [true, true],
-            blocked: false,
+            blocked: [false, false],
         }
     }
 
@@ -109,8 +110,9 @@ impl AdminServer {
 
     /// Whether [`Self::accept`] has work.
     pub fn wants_accept(&self) -> bool {
-        let listening = (self.pending[0] && self.tcp.is_some()) || (self.pending[1] && self.unix.is_some());
-        (listening && !self.blocked) || !self.queue.is_empty()
+        let tcp = self.pending[0] && !self.blocked[0] && self.tcp.is_some();
+        let unix = self.pending[1] && !self.blocked[1] && self.unix.is_some();
+        tcp || unix || !self.queue.is_empty()
     }
 
     /// Once per loop turn: steps the queued connections, then accepts
@@ -118,7 +120,6 @@ impl AdminServer {
     pub fn accept(&mut self, registry: &Registry, timers: &mut Timers, now: Instant) -> io::Result<()> {
         self.budget.begin(now);
         self.run_queue(timers, now);
-        self.blocked = false;
         let tcp = self.accept_from(Origin::Tcp, registry, timers, now);
         let unix = self.accept_from(Origin::Unix, registry, timers, now);
         tcp.and(unix)
@@ -137,8 +138,11 @@ impl AdminServer {
                 return Ok(());
             }
             let full = self.count(origin) >= MAX_PER_LISTENER;
-            if full && self.victim(origin, now).is_none() {
-                self.blocked = true;
+            let blocked = full && self.victim(origin, now).is_none();
+            if let Some(b) = self.blocked.get_mut(slot) {
+                *b = blocked;
+            }
+            if blocked {
                 return Ok(());
             }
             let accepted = match (origin, &self.tcp, &self.unix) {
@@ -284,7 +288,7 @@ impl AdminServer {
             Ok(_) => {}
             Err(()) => {
                 self.conns.remove(key);
-                self.blocked = false;
+                self.blocked = [false, false];
             }
         }
     }
@@ -333,7 +337,7 @@ impl AdminServer {
     /// is told its outcome did not come in time).
     pub fn on_timer(&mut self, key: usize, id: u64, now: Instant, timers: &mut Timers) {
         // A slot may have become evictable.
-        self.blocked = false;
+        self.blocked = [false, false];
         let Some((_, conn)) = self.conns.get(key).filter(|(_, c)| c.wire.id == id) else {
             return;
         };
@@ -345,12 +349,5 @@ impl AdminServer {
         } else {
             self.conns.remove(key);
         }
-    }
-
-    /// Drops every connection (the listeners stay).
-    pub fn close_connections(&mut self) {
-        self.conns.clear();
-        self.queue.clear();
-        self.ready.clear();
     }
 }
