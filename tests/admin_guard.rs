@@ -168,3 +168,42 @@ fn two_hundred_slow_or_garbage_admin_clients_leave_traffic_stats_and_operators_w
     assert!(median < Duration::from_millis(50), "median echo round trip {median:?}");
     assert!(p.log_text().contains(&format!(" drain svc/{}", echo.addr)));
 }
+
+/// The token is read at start and at each reload; a reload can also move
+/// the socket (the old file goes).
+#[test]
+fn a_reload_takes_a_new_token_and_moves_the_socket() {
+    let a = Backend::echo();
+    let files = AdminFiles::new();
+    let text = files.config("", &[(a.addr, "")]);
+    let p = Running::start(&text);
+    let admin = admin_addr(&p);
+    let fresh = "a-brand-new-token-9876543210";
+    std::fs::write(files.dir.path("token"), format!("{fresh}\n")).unwrap();
+    assert_eq!(
+        api_tcp(admin, "GET", "/v1/status", Some(TOKEN), "").0,
+        200,
+        "not before the reload"
+    );
+    let (_, v) = api_unix(&files.socket(), "POST", "/v1/reload", "");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(api_tcp(admin, "GET", "/v1/status", Some(TOKEN), "").0, 401);
+    assert_eq!(api_tcp(admin, "GET", "/v1/status", Some(fresh), "").0, 200);
+    // A token too short: the reload is refused and the token in force stays.
+    std::fs::write(files.dir.path("token"), "tiny-secret\n").unwrap();
+    let (_, v) = api_unix(&files.socket(), "POST", "/v1/reload", "");
+    assert_eq!(v["ok"], false, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("11 characters long") && !error.contains("tiny-secret"),
+        "{error}"
+    );
+    assert_eq!(api_tcp(admin, "GET", "/v1/status", Some(fresh), "").0, 200);
+    std::fs::write(files.dir.path("token"), format!("{fresh}\n")).unwrap();
+    std::fs::write(&p.config, text.replace("admin.sock", "moved.sock")).unwrap();
+    let (code, _, v) = api_tcp(admin, "POST", "/v1/reload", Some(fresh), "");
+    assert_eq!((code, &v["ok"]), (200, &serde_json::Value::Bool(true)), "{v}");
+    assert!(!files.socket().exists(), "the old socket file is removed");
+    let (code, _) = api_unix(&files.dir.path("moved.sock"), "GET", "/v1/status", "");
+    assert_eq!(code, 200);
+}
