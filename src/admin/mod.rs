@@ -1,7 +1,8 @@
 //! Side flow: the admin API, served from the same event loop as the stats
 //! port. Operators drain, put in maintenance or re-weight a backend, close
 //! its connections, read the status and reload, over TCP with a bearer
-//! token or over a unix socket; `easyproxy ctl` is its client (`ctl`).
+//! token or over a unix socket; `easyproxy ctl` (`crate::ctl`) is its
+//! client.
 //!
 //! One file per step: `listen` binds, `server` accepts and keeps the
 //! connection slots, `conn` reads a request and checks its token (`auth`),

@@ -105,13 +105,16 @@ impl AdminServer {
 
     /// A listener has clients waiting.
     pub fn set_pending(&mut self, unix: bool) {
-        self.pending[usize::from(unix)] = true;
+        if let Some(p) = self.pending.get_mut(usize::from(unix)) {
+            *p = true;
+        }
     }
 
     /// Whether [`Self::accept`] has work.
     pub fn wants_accept(&self) -> bool {
-        let tcp = self.pending[0] && !self.blocked[0] && self.tcp.is_some();
-        let unix = self.pending[1] && !self.blocked[1] && self.unix.is_some();
+        let ([tcp_pending, unix_pending], [tcp_blocked, unix_blocked]) = (self.pending, self.blocked);
+        let tcp = tcp_pending && !tcp_blocked && self.tcp.is_some();
+        let unix = unix_pending && !unix_blocked && self.unix.is_some();
         tcp || unix || !self.queue.is_empty()
     }
 
