@@ -1,10 +1,15 @@
 //! The one event loop: a mio poll that owns every socket (listeners, pairs,
-//! health probes, the stats listener and its clients, the signal pipe) and
-//! every timer. One turn: compute the timeout, poll, dispatch events, drive
+//! health probes, the stats and admin listeners and their clients, the
+//! signal pipe) and every timer. One turn: compute the timeout, poll, dispatch events, drive
 //! pairs that still have work, fire expired timers, accept new clients.
 //!
 //! New clients are accepted after the event batch, so a slab slot freed in a
 //! batch is never reused within it (a stale event cannot reach a new pair).
+//! Signals, stop and reload are in `control`; the stats and admin side is
+//! glued in by `side`.
+
+mod control;
+mod side;
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,18 +20,18 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use mio::{Events, Interest, Poll};
 
+use crate::admin::persist::Store;
+use crate::admin::AdminServer;
 use crate::config::Config;
-use crate::control::loader::{Loaded, Loader};
-use crate::control::reload::{self, Running};
-use crate::control::signals::{Signal, Signals};
-use crate::flow::listen::FD_BACKOFF;
+use crate::control::loader::Loader;
+use crate::control::signals::Signals;
 use crate::flow::session::End;
 use crate::flow::{Ctx, Traffic};
 use crate::health;
 use crate::health::probe::Prober;
 use crate::io::socket;
 use crate::state::{Service, State};
-use crate::stats::{Source, StatsServer};
+use crate::stats::StatsServer;
 use crate::timer::{TimerKind, Timers};
 use crate::token::Target;
 
@@ -59,6 +64,12 @@ pub struct Proxy {
     loader: Loader,
     prober: Prober,
     stats: Option<StatsServer>,
+    admin: AdminServer,
+    /// `global.state_file` and its writer.
+    store: Store,
+    /// Reloads finished (applied or not): parked admin reload requests wait
+    /// for a count.
+    reloads_finished: u64,
     /// Timer heap size that triggers the next sweep of stale entries.
     timers_sweep_at: usize,
     shutdown_deadline: Option<Instant>,
@@ -98,6 +109,11 @@ impl Proxy {
             .map_err(|e| format!("cannot register signals: {e}"))?;
         let loader = Loader::new(poll.registry(), Target::ConfigLoaded.token())
             .map_err(|e| format!("cannot set up the configuration reader: {e}"))?;
+        let mut admin = AdminServer::idle(now);
+        let rebind = admin.prepare(config.admin.as_ref())?;
+        admin.reconfigure(rebind, config.admin.as_ref(), poll.registry());
+        let store = Store::new(config.global.state_file.as_deref());
+        store.restore(&mut state);
         let mut timers = Timers::default();
         let mut prober = Prober::default();
         for (key, svc) in state.services.iter() {
@@ -114,6 +130,9 @@ impl Proxy {
             loader,
             prober,
             stats,
+            admin,
+            store,
+            reloads_finished: 0,
             timers_sweep_at: TIMERS_SLACK,
             shutdown_deadline: None,
             stop_now: false,
@@ -125,12 +144,15 @@ impl Proxy {
         self.state.listen_addrs()
     }
 
-    pub fn stats_addr(&self) -> Option<SocketAddr> {
-        self.stats.as_ref().and_then(|s| s.local_addr())
+    /// Runs until a graceful stop completes or a second stop signal arrives;
+    /// the last admin change is written to the state file before it returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        let r = self.run_loop();
+        self.store.finish();
+        r
     }
 
-    /// Runs until a graceful stop completes or a second stop signal arrives.
-    pub fn run(&mut self) -> io::Result<()> {
+    fn run_loop(&mut self) -> io::Result<()> {
         for (name, addr) in self.listen_addrs() {
             info!("service {name} listening on {addr}");
         }
@@ -156,6 +178,7 @@ impl Proxy {
             self.compact_timers();
             self.traffic.accept(&mut ctx!(self, now));
             self.accept_stats(now);
+            self.accept_admin(now);
             // Log lines of this turn go out in one write.
             log::logger().flush();
             if self.stop_now {
@@ -173,8 +196,9 @@ impl Proxy {
     /// Zero when work is waiting (a pair at its budget, clients to accept),
     /// else until the next timer.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        let accept_work = !self.traffic.accept_paused(now)
-            && (self.stats.as_ref().is_some_and(|s| s.wants_accept()) || self.traffic.accept_pending(&self.state, now));
+        let side_work = self.stats.as_ref().is_some_and(|s| s.wants_accept()) || self.admin.wants_accept();
+        let accept_work =
+            !self.traffic.accept_paused(now) && (side_work || self.traffic.accept_pending(&self.state, now));
         if self.traffic.has_again() || accept_work {
             Some(Duration::ZERO)
         } else {
@@ -204,112 +228,12 @@ impl Proxy {
                     s.accept_ready = true;
                 }
             }
-            Some(Target::StatsClient(key)) => {
-                if let Some(s) = self.stats.as_mut() {
-                    let src = stats_source(&self.state, &self.traffic, &self.timers);
-                    s.on_event(key, &src, &mut self.timers, now);
-                }
-            }
+            Some(Target::StatsClient(key)) => self.on_stats_event(key, now),
+            Some(Target::AdminListener) => self.admin.set_pending(false),
+            Some(Target::AdminSocket) => self.admin.set_pending(true),
+            Some(Target::AdminClient(key)) => self.on_admin_event(key, now),
             None => {}
         }
-    }
-
-    // ---- signals, stop and reload -------------------------------------
-
-    fn on_signals(&mut self, now: Instant) {
-        let mut stops = 0;
-        for sig in self.signals.pending() {
-            match sig {
-                Signal::Stop => stops += 1,
-                Signal::Reload if self.shutdown_deadline.is_none() => self.reload(now),
-                Signal::Reload => info!("SIGHUP ignored: shutting down"),
-            }
-        }
-        for _ in 0..stops.min(2) {
-            self.begin_stop(now);
-        }
-    }
-
-    /// First stop signal: close listeners and let open connections finish
-    /// until the deadline. Second: stop at once.
-    fn begin_stop(&mut self, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            warn!(
-                "second stop signal: closing {} connections now",
-                self.traffic.pairs.len()
-            );
-            self.stop_now = true;
-            return;
-        }
-        let timeout = self.config.global.shutdown_timeout;
-        let deadline = now + timeout;
-        self.shutdown_deadline = Some(deadline);
-        for (_, svc) in self.state.services.iter_mut() {
-            if let Some(mut l) = svc.listener.take() {
-                let _ = self.poll.registry().deregister(&mut l);
-            }
-            svc.accept_ready = false;
-        }
-        self.prober.stop_all();
-        info!(
-            "stopping: listeners closed, {} connections open, waiting up to {} ms",
-            self.traffic.pairs.len(),
-            timeout.as_millis()
-        );
-        self.timers.add(deadline, TimerKind::Shutdown);
-    }
-
-    /// SIGHUP: the file is read (and its hostnames resolved) off the loop;
-    /// traffic goes on meanwhile and [`Self::on_config_loaded`] applies it.
-    fn reload(&mut self, now: Instant) {
-        let Some(path) = self.config_path.clone() else {
-            warn!("SIGHUP: no configuration file to reload");
-            return;
-        };
-        let started = self.loader.start(path.clone(), Arc::clone(&self.config), now);
-        self.arm_reload_deadline();
-        if started {
-            info!("SIGHUP: reloading {}", path.display());
-        } else {
-            info!(
-                "SIGHUP: reloading {} again once the read in progress is done",
-                path.display()
-            );
-        }
-    }
-
-    /// A read configuration is back from the loader: apply it, or count and
-    /// log why not.
-    fn on_config_loaded(&mut self, now: Instant) {
-        while let Some(loaded) = self.loader.finished(now) {
-            self.arm_reload_deadline();
-            self.apply_loaded(loaded, now);
-        }
-    }
-
-    /// The loader started a read: its deadline becomes a timer.
-    fn arm_reload_deadline(&mut self) {
-        if let Some((gen, at)) = self.loader.take_deadline() {
-            self.timers.add(at, TimerKind::ReloadRead(gen));
-        }
-    }
-
-    /// Applies a read configuration, or counts and logs why not.
-    fn apply_loaded(&mut self, loaded: Loaded, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            info!("reload dropped: shutting down");
-            return;
-        }
-        let mut running = Running {
-            config: &mut self.config,
-            state: &mut self.state,
-            traffic: &mut self.traffic,
-            prober: &mut self.prober,
-            stats: &mut self.stats,
-            registry: self.poll.registry(),
-            timers: &mut self.timers,
-        };
-        reload::finish(&mut running, loaded, now);
     }
 
     // ---- timers -------------------------------------------------------------
@@ -334,6 +258,7 @@ impl Proxy {
                         s.on_timer(key, id, now, &mut self.timers);
                     }
                 }
+                TimerKind::AdminConn(key, id) => self.admin.on_timer(key, id, now, &mut self.timers),
                 TimerKind::ReloadRead(gen) => {
                     if let Some(failed) = self.loader.expire(gen, now) {
                         self.arm_reload_deadline();
@@ -345,6 +270,8 @@ impl Proxy {
                     if let Some(s) = self.stats.as_mut() {
                         s.accept_ready = true;
                     }
+                    self.admin.set_pending(false);
+                    self.admin.set_pending(true);
                 }
                 TimerKind::Shutdown => {
                     if !self.traffic.pairs.is_empty() {
@@ -375,31 +302,5 @@ impl Proxy {
             _ => true,
         });
         self.timers_sweep_at = 2 * self.timers.len() + TIMERS_SLACK;
-    }
-
-    // ---- stats --------------------------------------------------------------
-
-    fn accept_stats(&mut self, now: Instant) {
-        let ready = self.stats.as_ref().is_some_and(|s| s.wants_accept());
-        if !ready || self.traffic.accept_paused(now) {
-            return;
-        }
-        let Some(stats) = self.stats.as_mut() else { return };
-        let src = stats_source(&self.state, &self.traffic, &self.timers);
-        if let Err(e) = stats.accept(&src, self.poll.registry(), &mut self.timers, now) {
-            if socket::is_resource_exhaustion(&e) {
-                warn!("stats accept: {e}; pausing accepts for {} ms", FD_BACKOFF.as_millis());
-                self.traffic.pause_accepting(&mut self.timers, now);
-            }
-        }
-    }
-}
-
-/// What the stats views read, at the moment of the call.
-fn stats_source<'a>(state: &'a State, traffic: &Traffic, timers: &Timers) -> Source<'a> {
-    Source {
-        state,
-        buffers_in_use: traffic.pools.buffers.in_use(),
-        timers_pending: timers.len(),
     }
 }

@@ -6,14 +6,16 @@
 //! pair relays bytes both ways (`flow::session`, through `io`), and the
 //! pair ends with an access-log line (`flow::close`). `state` counts every
 //! step. Around that flow, on the same loop: active health checks
-//! (`health`), the stats endpoint (`stats`), and the control side
-//! (`control`: signals, reload, limits, the log sink). `event_loop` polls
+//! (`health`), the stats endpoint (`stats`), the admin API (`admin`), and
+//! the control side (`control`: signals, reload, limits, the log sink).
+//! `ctl` is the admin API's command-line client. `event_loop` polls
 //! and dispatches; `token` says which socket an event is about; `timer`
 //! keeps the deadlines.
 //!
 //! Dependencies point one way, from the bottom of this list up:
 //! `io`, `config`, `rng`, `token`, `timer` (leaves) <- `balance` <- `state`
-//! <- `flow` <- `health`, `stats` <- `control` <- `event_loop`.
+//! <- `flow` <- `health`, `stats` <- `admin` <- `control` <- `event_loop`;
+//! `ctl` stands apart (it talks to a running proxy over a socket).
 
 // Leaves.
 pub mod config;
@@ -33,9 +35,14 @@ pub mod flow;
 pub mod health;
 pub mod stats;
 
+pub mod admin;
+
 pub mod control;
 
 pub mod event_loop;
+
+// The admin API's command-line client.
+pub mod ctl;
 
 pub use config::Config;
 pub use event_loop::Proxy;

@@ -1,10 +1,12 @@
-//! Command line, logging set-up, then `Proxy::new(config)?.run()`.
+//! Command line, logging set-up, then `Proxy::new(config)?.run()`; or
+//! `easyproxy ctl ...`, the admin API's client.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use easyproxy::ctl::{self, CtlArgs};
 use easyproxy::{Config, Proxy};
 use simplelog::{ConfigBuilder, WriteLogger};
 
@@ -19,10 +21,32 @@ struct Args {
     /// Validate the configuration, print a summary and exit (0 valid, 1 not).
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Talk to a running easyproxy's admin API (exit 0 done, 1 refused, 2 cannot reach it)
+    Ctl(CtlArgs),
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            // For `ctl`, 2 means "cannot reach the proxy": a usage error is 1.
+            let ctl_usage = e.use_stderr() && std::env::args().skip(1).any(|a| a == "ctl");
+            return ExitCode::from(if ctl_usage { ctl::REFUSED } else { e.exit_code() as u8 });
+        }
+    };
+    if let Some(Command::Ctl(ctl_args)) = args.command {
+        let config = std::env::args_os()
+            .any(|a| a == "-c" || a == "--config" || a.to_string_lossy().starts_with("--config="))
+            .then_some(args.config.as_path());
+        return ctl::run(ctl_args, config);
+    }
     let (config, toml) = match Config::load_with_toml(&args.config) {
         Ok(c) => c,
         Err(e) if args.check => {

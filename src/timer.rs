@@ -20,6 +20,8 @@ pub enum TimerKind {
     Probe(usize, u64),
     /// A stats connection's idle deadline (connection key, id).
     StatsConn(usize, u64),
+    /// An admin connection's deadline (connection key, id).
+    AdminConn(usize, u64),
     /// Accepting may resume after running out of file descriptors.
     AcceptRetry,
     /// A configuration read's deadline (read generation).

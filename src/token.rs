@@ -28,6 +28,12 @@ pub enum Target {
     Probe(usize),
     /// A connection to the stats listener, by stats-connection key.
     StatsClient(usize),
+    /// The `[admin]` TCP listener.
+    AdminListener,
+    /// The `[admin]` unix socket.
+    AdminSocket,
+    /// A connection to an admin listener, by admin-connection key.
+    AdminClient(usize),
 }
 
 impl Target {
@@ -37,11 +43,14 @@ impl Target {
             Target::Signals => (0, 0),
             Target::StatsListener => (1, 0),
             Target::ConfigLoaded => (2, 0),
+            Target::AdminListener => (3, 0),
+            Target::AdminSocket => (4, 0),
             Target::Listener(i) => (i, 1),
             Target::Client(i) => (i, 2),
             Target::Backend(i) => (i, 3),
             Target::Probe(i) => (i, 4),
             Target::StatsClient(i) => (i, 5),
+            Target::AdminClient(i) => (i, 6),
         };
         Token((index << KIND_BITS) | kind)
     }
@@ -53,11 +62,14 @@ impl Target {
             0 if index == 0 => Target::Signals,
             0 if index == 1 => Target::StatsListener,
             0 if index == 2 => Target::ConfigLoaded,
+            0 if index == 3 => Target::AdminListener,
+            0 if index == 4 => Target::AdminSocket,
             1 => Target::Listener(index),
             2 => Target::Client(index),
             3 => Target::Backend(index),
             4 => Target::Probe(index),
             5 => Target::StatsClient(index),
+            6 => Target::AdminClient(index),
             _ => return None,
         })
     }
@@ -80,10 +92,14 @@ mod tests {
             Target::Backend(123456),
             Target::Probe(3),
             Target::StatsClient(9),
+            Target::AdminListener,
+            Target::AdminSocket,
+            Target::AdminClient(0),
+            Target::AdminClient(77),
         ] {
             assert_eq!(Target::from_token(t.token()), Some(t));
         }
-        assert_eq!(Target::from_token(Token(3 << 3)), None);
+        assert_eq!(Target::from_token(Token(5 << 3)), None);
         assert_eq!(Target::from_token(Token(7)), None);
     }
 }

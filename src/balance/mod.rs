@@ -2,9 +2,11 @@
 //! service's backends (their up/down state and counters) and the five
 //! strategies that choose among the candidates.
 //!
-//! A candidate is a backend that is up, not removed by a reload, below its
-//! own `max_connections`, not already tried for this client, and a primary
-//! unless no primary is up (then only backups are candidates).
+//! A candidate is a backend that is up, not put aside by an operator
+//! (`drain`, `maint`), not removed by a reload, below its own
+//! `max_connections`, not already tried for this client, and a primary
+//! unless no primary is usable (then only backups are candidates). Weights
+//! are the effective ones: a runtime override, else the file's.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -13,8 +15,10 @@ use slab::Slab;
 
 use crate::config::{BackendConfig, Strategy};
 use crate::rng::{mix, Rng};
+pub mod admin;
 pub mod health;
 
+pub use admin::AdminState;
 use health::HealthState;
 
 /// One backend server with its live state and counters.
@@ -31,6 +35,10 @@ pub struct Backend {
     pub bytes_in: u64,
     /// Bytes sent to the backend.
     pub bytes_out: u64,
+    /// What the operator said (admin API); kept across reloads.
+    pub admin: AdminState,
+    /// Runtime weight (admin API) in place of the file's; kept across reloads.
+    pub weight_override: Option<u32>,
     /// Smooth weighted round-robin accumulator.
     current: i64,
 }
@@ -46,6 +54,8 @@ impl Backend {
             failures: 0,
             bytes_in: 0,
             bytes_out: 0,
+            admin: AdminState::Ready,
+            weight_override: None,
             current: 0,
         }
     }
@@ -54,8 +64,18 @@ impl Backend {
         self.health.up
     }
 
+    /// The weight the strategies use: the runtime override, else the file's.
+    pub fn effective_weight(&self) -> u32 {
+        self.weight_override.unwrap_or(self.cfg.weight).max(1)
+    }
+
     fn weight(&self) -> u64 {
-        u64::from(self.cfg.weight.max(1))
+        u64::from(self.effective_weight())
+    }
+
+    /// Up and not put aside by an operator: may take new clients.
+    pub fn is_usable(&self) -> bool {
+        self.is_up() && self.admin == AdminState::Ready
     }
 
     fn has_room(&self) -> bool {
@@ -135,17 +155,26 @@ impl Balancer {
         }
     }
 
-    /// Whether backups are the candidates now (no primary is up).
+    /// Runtime weights changed: the ring follows them, and round robin
+    /// starts its cycle afresh so the new shares hold from the next pick.
+    pub fn reweight(&mut self) {
+        for (_, b) in self.backends.iter_mut() {
+            b.current = 0;
+        }
+        self.rebuild();
+    }
+
+    /// Whether backups are the candidates now (no primary is usable).
     fn use_backups(&self) -> bool {
         !self.order.iter().any(|&k| {
             let b = &self.backends[k];
-            !b.cfg.backup && b.is_up()
+            !b.cfg.backup && b.is_usable()
         })
     }
 
     fn is_candidate(&self, key: usize, backups: bool, tried: &[usize]) -> bool {
         match self.backends.get(key) {
-            Some(b) => !b.removed && b.is_up() && b.cfg.backup == backups && b.has_room() && !tried.contains(&key),
+            Some(b) => !b.removed && b.is_usable() && b.cfg.backup == backups && b.has_room() && !tried.contains(&key),
             None => false,
         }
     }

@@ -156,3 +156,33 @@ fn max_connections_excludes_full_backends() {
     b.backends[1].active = 1;
     assert_eq!(b.pick(ip(1), &[]), None);
 }
+
+#[test]
+fn drained_and_maint_backends_take_no_new_clients_and_backups_step_in() {
+    let cfgs = [
+        cfg("127.0.0.1:1", 1, false),
+        cfg("127.0.0.1:2", 1, false),
+        cfg("127.0.0.1:3", 1, true),
+    ];
+    let mut b = Balancer::new(Strategy::RoundRobin, &cfgs, Instant::now());
+    b.backends[0].admin = AdminState::Drain;
+    let seq: Vec<usize> = (0..3).map(|_| b.pick(ip(1), &[]).unwrap()).collect();
+    assert_eq!(seq, vec![1, 1, 1]);
+    b.backends[1].admin = AdminState::Maint;
+    assert_eq!(b.pick(ip(1), &[]), Some(2), "no primary usable: the backup");
+    b.backends[0].admin = AdminState::Ready;
+    assert_eq!(b.pick(ip(1), &[]), Some(0));
+}
+
+#[test]
+fn runtime_weight_overrides_the_file_and_resets_the_cycle() {
+    let mut b = lb(Strategy::RoundRobin, &[1, 1]);
+    assert_eq!(b.pick(ip(1), &[]), Some(0));
+    b.backends[0].weight_override = Some(3);
+    b.reweight();
+    let seq: Vec<usize> = (0..8).map(|_| b.pick(ip(1), &[]).unwrap()).collect();
+    assert_eq!(seq, vec![0, 0, 1, 0, 0, 0, 1, 0]);
+    assert_eq!(b.backends[0].effective_weight(), 3);
+    b.backends[0].weight_override = None;
+    assert_eq!(b.backends[0].effective_weight(), 1);
+}

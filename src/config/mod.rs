@@ -6,9 +6,11 @@
 //!
 //! One file per step: `raw` deserialises the TOML, `validate` checks it
 //! (`service` and `health` for the per-service tables, `resolve` for
-//! addresses, `cidr` for `stats.allow`) and `summary` prints the `--check`
-//! summary. `json` is a second front-end, for EasyProxy's own JSON file.
+//! addresses, `cidr` for `stats.allow`, `admin` for `[admin]` and its
+//! token) and `summary` prints the `--check` summary. `json` is a second
+//! front-end, for EasyProxy's own JSON file.
 
+mod admin;
 mod cidr;
 mod health;
 mod json;
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use admin::{read_token, AdminConfig, AdminToken, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
 pub use health::unescape;
 
@@ -93,6 +96,8 @@ pub struct Global {
     pub pid_file: Option<PathBuf>,
     /// Move bulk transfers with splice(2) instead of copying (Linux).
     pub splice: bool,
+    /// Where admin states and runtime weights are kept across restarts.
+    pub state_file: Option<PathBuf>,
 }
 
 /// The optional stats listener.
@@ -210,6 +215,8 @@ impl ServiceConfig {
 pub struct Config {
     pub global: Global,
     pub stats: Option<StatsConfig>,
+    /// The optional admin API (`[admin]`).
+    pub admin: Option<AdminConfig>,
     pub services: Vec<ServiceConfig>,
     /// Settings that are valid but probably not what was meant (`--check`
     /// prints them, start and reload log them).

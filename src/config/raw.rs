@@ -15,6 +15,7 @@ pub(super) struct RawGlobal {
     pub(super) log_file: Option<PathBuf>,
     pub(super) pid_file: Option<PathBuf>,
     pub(super) splice: Option<bool>,
+    pub(super) state_file: Option<PathBuf>,
 }
 
 /// Raw `[stats]` table.
@@ -25,6 +26,15 @@ pub(super) struct RawStats {
     pub(super) timeout_ms: Option<u64>,
     pub(super) allow: Option<Vec<String>>,
     pub(super) cache_ms: Option<u64>,
+}
+
+/// Raw `[admin]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) socket: Option<PathBuf>,
 }
 
 /// Raw `[service.health_check]` table.
@@ -76,6 +86,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) global: RawGlobal,
     pub(super) stats: Option<RawStats>,
+    pub(super) admin: Option<RawAdmin>,
     #[serde(default)]
     pub(super) service: Vec<RawService>,
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{BackendConfig, Config, ServiceConfig, StatsConfig};
+use super::{AdminConfig, BackendConfig, Config, ServiceConfig, StatsConfig};
 
 impl fmt::Display for Config {
     /// The one-screen summary printed by `--check`.
@@ -17,9 +17,15 @@ impl fmt::Display for Config {
             g.log_level.to_string().to_lowercase(),
             g.splice
         )?;
+        if let Some(p) = &g.state_file {
+            writeln!(f, "state_file: {}", p.display())?;
+        }
         match &self.stats {
             Some(s) => stats_line(f, s)?,
             None => writeln!(f, "stats: off")?,
+        }
+        if let Some(a) = &self.admin {
+            admin_line(f, a)?;
         }
         for s in &self.services {
             service_line(f, s)?;
@@ -45,6 +51,21 @@ fn stats_line(f: &mut fmt::Formatter<'_>, s: &StatsConfig) -> fmt::Result {
         s.cache.as_millis(),
         s.timeout.as_millis()
     )
+}
+
+/// `admin: listen ADDR (token from FILE) socket PATH`; never the token.
+fn admin_line(f: &mut fmt::Formatter<'_>, a: &AdminConfig) -> fmt::Result {
+    write!(f, "admin:")?;
+    if let Some(l) = a.listen {
+        write!(f, " listen {l}")?;
+    }
+    if let Some(t) = &a.token_file {
+        write!(f, " (token from {})", t.display())?;
+    }
+    if let Some(s) = &a.socket {
+        write!(f, " socket {}", s.display())?;
+    }
+    writeln!(f)
 }
 
 /// `service "name": listen ... health_check on|off`.

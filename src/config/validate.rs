@@ -77,10 +77,15 @@ impl Validator {
     fn config(&mut self, raw: RawConfig) -> Config {
         let global = self.global(raw.global);
         let stats = raw.stats.and_then(|s| self.stats(s));
+        let admin = raw.admin.and_then(|a| self.admin(a));
         let services = self.services(raw.service, stats.as_ref());
+        if let Some(a) = &admin {
+            self.admin_clashes(a, stats.as_ref(), &services);
+        }
         Config {
             global,
             stats,
+            admin,
             services,
             warnings: std::mem::take(&mut self.warnings),
         }
@@ -102,6 +107,7 @@ impl Validator {
             log_file: g.log_file,
             pid_file: g.pid_file,
             splice: g.splice.unwrap_or(true),
+            state_file: g.state_file,
         }
     }
 

@@ -42,6 +42,21 @@ impl Traffic {
         cx.state.close(pair.service, pair.backend, pair.client_addr.ip());
     }
 
+    /// Closes every pair of service `svc` through backend `b`, connecting
+    /// or relaying (the admin API's `close`); how many there were.
+    pub fn close_backend(&mut self, svc: usize, b: usize, end: End, cx: &mut Ctx) -> usize {
+        let keys: Vec<usize> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.service == svc && p.backend == Some(b))
+            .map(|(k, _)| k)
+            .collect();
+        for &key in &keys {
+            self.close(key, end, cx);
+        }
+        keys.len()
+    }
+
     /// Closes every pair (the end of a stop).
     pub fn close_all(&mut self, end: End, cx: &mut Ctx) {
         let keys: Vec<usize> = self.pairs.iter().map(|(k, _)| k).collect();

@@ -103,6 +103,8 @@ pub enum End {
     LocalError,
     /// The graceful-stop deadline passed.
     Shutdown,
+    /// Closed through the admin API (`close` of its backend).
+    Admin,
 }
 
 impl End {
@@ -125,6 +127,7 @@ impl fmt::Display for End {
             End::ConnectFailed(r) => write!(f, "connect_failed({r})"),
             End::LocalError => f.write_str("local_error"),
             End::Shutdown => f.write_str("shutdown"),
+            End::Admin => f.write_str("admin_close"),
         }
     }
 }

@@ -17,6 +17,7 @@ use mio::Interest;
 use slab::Slab;
 
 use crate::balance::health::{CheckResult, Transition};
+use crate::balance::AdminState;
 use crate::config::HealthCheck;
 use crate::health::check::{Check, Progress};
 use crate::io::socket;
@@ -179,6 +180,34 @@ impl Prober {
             .is_some_and(|p| p.armed.is_some_and(|(armed, _)| armed == tag) || p.resume == Some(tag))
     }
 
+    /// Has backend `backend` of service `svc_key` checked at once, unless
+    /// a check of it is running (a backend leaving maintenance).
+    pub fn check_now(
+        &mut self,
+        svc_key: usize,
+        backend: usize,
+        services: &Slab<Service>,
+        timers: &mut Timers,
+        now: Instant,
+    ) {
+        let keys = self.by_service.get(&svc_key).map_or(&[][..], Vec::as_slice);
+        let Some(&key) = keys
+            .iter()
+            .find(|&&k| self.probes.get(k).is_some_and(|p| p.backend == backend))
+        else {
+            return;
+        };
+        let (Some(probe), Some(hc)) = (
+            self.probes.get_mut(key),
+            services.get(svc_key).and_then(|s| s.cfg.health_check.as_ref()),
+        ) else {
+            return;
+        };
+        if probe.check.is_none() {
+            probe.set_due(key, now, hc.interval, now, &mut self.tags, timers);
+        }
+    }
+
     /// Stops probing altogether (graceful stop).
     pub fn stop_all(&mut self) {
         self.probes.clear();
@@ -247,12 +276,16 @@ impl Prober {
         let Some(svc) = services.get(probe.svc) else {
             return Vec::new();
         };
-        let (Some(hc), Some(addr)) = (
-            svc.cfg.health_check.as_ref(),
-            svc.balancer.backends.get(probe.backend).map(|b| b.cfg.addr),
-        ) else {
+        let (Some(hc), Some(backend)) = (svc.cfg.health_check.as_ref(), svc.balancer.backends.get(probe.backend))
+        else {
             return Vec::new();
         };
+        if backend.admin == AdminState::Maint {
+            // In maintenance: no check; look again next interval.
+            probe.set_due(key, now + hc.interval, hc.interval, now, &mut self.tags, timers);
+            return Vec::new();
+        }
+        let addr = backend.cfg.addr;
         probe.started = now;
         let failed = match socket::connect(addr) {
             Ok(mut stream) => {
@@ -318,7 +351,12 @@ impl Prober {
         };
         let next = (probe.started + hc.interval).max(now + hc.interval / 4);
         probe.set_due(key, next, hc.interval, now, &mut self.tags, timers);
-        if let Some(b) = svc.balancer.backends.get_mut(probe.backend) {
+        if let Some(b) = svc
+            .balancer
+            .backends
+            .get_mut(probe.backend)
+            .filter(|b| b.admin != AdminState::Maint)
+        {
             let latency = now.saturating_duration_since(probe.started);
             if result != CheckResult::Ok {
                 b.failures += 1;

@@ -6,7 +6,8 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::cache::Cache;
-use super::conn::{Conn, Progress};
+use super::conn::{self, Conn};
+use super::wire::Progress;
 use super::Source;
 use crate::timer::Timers;
 
@@ -20,7 +21,7 @@ pub(super) const RENDERS_PER_TURN: u32 = 1;
 /// What this turn has used. The loop passes one `now` per turn, so a new
 /// `now` starts a fresh budget.
 #[derive(Default)]
-pub(super) struct Budget {
+pub(crate) struct Budget {
     turn: Option<Instant>,
     bytes: usize,
     requests: u32,
@@ -29,7 +30,7 @@ pub(super) struct Budget {
 
 impl Budget {
     /// Starts the budget of the turn at `now` unless it is already running.
-    pub(super) fn begin(&mut self, now: Instant) {
+    pub(crate) fn begin(&mut self, now: Instant) {
         if self.turn != Some(now) {
             *self = Budget {
                 turn: Some(now),
@@ -38,24 +39,24 @@ impl Budget {
         }
     }
 
-    pub(super) fn bytes_left(&self) -> usize {
+    pub(crate) fn bytes_left(&self) -> usize {
         BYTES_PER_TURN.saturating_sub(self.bytes)
     }
 
-    pub(super) fn spend_bytes(&mut self, n: usize) {
+    pub(crate) fn spend_bytes(&mut self, n: usize) {
         self.bytes = self.bytes.saturating_add(n);
     }
 
-    pub(super) fn requests_left(&self) -> bool {
+    pub(crate) fn requests_left(&self) -> bool {
         self.requests < REQUESTS_PER_TURN
     }
 
-    pub(super) fn spend_request(&mut self) {
+    pub(crate) fn spend_request(&mut self) {
         self.requests += 1;
     }
 
     /// Takes one render, if any is left.
-    pub(super) fn take_render(&mut self) -> bool {
+    pub(crate) fn take_render(&mut self) -> bool {
         let ok = self.renders < RENDERS_PER_TURN;
         if ok {
             self.renders += 1;
@@ -64,7 +65,7 @@ impl Budget {
     }
 
     /// Nothing left that a connection step could use.
-    pub(super) fn spent(&self) -> bool {
+    pub(crate) fn spent(&self) -> bool {
         self.bytes_left() == 0 || !self.requests_left()
     }
 }
@@ -86,7 +87,7 @@ pub(super) type Queue = VecDeque<(usize, u64)>;
 /// ran out. `true` when it was closed.
 pub(super) fn drive(conns: &mut Slab<Conn>, queue: &mut Queue, key: usize, w: &mut Work<'_, '_>) -> bool {
     let Some(conn) = conns.get_mut(key) else { return false };
-    match conn.step(w, key) {
+    match conn::step(conn, w, key) {
         Ok(Progress::Yield) => {
             enqueue(conns, queue, key);
             false

@@ -27,14 +27,14 @@ impl View {
 /// A complete HTTP response (head and body), shared by every connection
 /// that sends it: 64 clients reading one large page hold one copy.
 #[derive(Clone)]
-pub(super) struct Answer {
+pub struct Answer {
     bytes: Arc<[u8]>,
     head_len: usize,
 }
 
 impl Answer {
     /// The response made of `head` (ending in the blank line) and `body`.
-    pub(super) fn new(head: &[u8], body: &[u8]) -> Answer {
+    pub fn new(head: &[u8], body: &[u8]) -> Answer {
         let mut bytes = Vec::with_capacity(head.len() + body.len());
         bytes.extend_from_slice(head);
         bytes.extend_from_slice(body);
@@ -45,13 +45,13 @@ impl Answer {
     }
 
     /// The bytes to send and how many of them: all, or the head only (HEAD).
-    pub(super) fn to_send(&self, head_only: bool) -> (Arc<[u8]>, usize) {
+    pub fn to_send(&self, head_only: bool) -> (Arc<[u8]>, usize) {
         let len = if head_only { self.head_len } else { self.bytes.len() };
         (self.bytes.clone(), len)
     }
 
     /// Length of the whole response.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bytes.len()
     }
 }

@@ -11,6 +11,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}.sub{color:
 table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7;margin:6px 0 4px;min-width:480px}\
 th,td{padding:6px 12px;border-bottom:1px solid #eef0f3;text-align:right;white-space:nowrap}th{background:#eef1f5;font-weight:600}\
 td:first-child,th:first-child{text-align:left}.up{background:#2e9d57;color:#fff}.down{background:#d23b3b;color:#fff}\
+.maint,.drain{background:#c98a00;color:#fff}\
 .state{border-radius:4px;padding:1px 8px;font-weight:600;font-size:12px}.muted{color:#889}\
 .backends td:nth-child(2),.backends th:nth-child(2){text-align:center}";
 
@@ -81,14 +82,24 @@ fn backend_row(h: &mut String, b: &BackendSnap) {
         Some(ms) => format!("{} ({ms:.1} ms)", esc(&b.last_check)),
         None => esc(&b.last_check),
     };
+    let weight = if b.weight == b.weight_config {
+        b.weight.to_string()
+    } else {
+        format!("{} <span class=\"muted\">(file {})</span>", b.weight, b.weight_config)
+    };
     let _ = write!(
         h,
-        "<tr><td>{}</td><td><span class=\"state {}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+        "<tr><td>{}</td><td><span class=\"state {}\">{}</span>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
          <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         esc(&b.address),
         b.state,
         b.state.to_uppercase(),
-        b.weight,
+        if b.admin_state == "drain" {
+            " <span class=\"state drain\">DRAIN</span>"
+        } else {
+            ""
+        },
+        weight,
         if b.backup { "yes" } else { "no" },
         b.active,
         b.total,

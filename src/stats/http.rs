@@ -86,13 +86,19 @@ pub(super) fn render(view: View, src: &Source<'_>, now: Instant) -> Answer {
 /// A complete HTTP/1.1 response that closes the connection; `extra_headers`
 /// are whole lines (each ending in CRLF) after the standard ones. A `HEAD`
 /// request gets its head only, which states the body's length.
-fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8]) -> Answer {
+pub(crate) fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8]) -> Answer {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let head = format!(

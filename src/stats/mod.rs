@@ -8,7 +8,11 @@ mod http;
 mod metrics;
 mod server;
 mod snapshot;
+pub(crate) mod wire;
 
+pub(crate) use budget::Budget;
+pub use cache::Answer;
+pub(crate) use http::response;
 pub use http::MAX_HEAD;
 pub use server::{StatsServer, MAX_CONNS};
 pub use snapshot::{snapshot, BackendSnap, ClientSnap, Connections, ServiceSnap, Snapshot};
@@ -21,4 +25,10 @@ pub struct Source<'a> {
     pub buffers_in_use: usize,
     /// Entries in the timer heap, stale ones included.
     pub timers_pending: usize,
+}
+
+/// The `/stats` JSON body, rendered from `src` at `now` (the admin API's
+/// `GET /v1/status` too).
+pub fn json(src: &Source<'_>, now: std::time::Instant) -> Vec<u8> {
+    snapshot::json(&snapshot::snapshot(src, now))
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::TcpListener;
 use mio::Interest;
@@ -10,7 +10,8 @@ use slab::Slab;
 
 use super::budget::{drive, enqueue, Budget, Queue, Work};
 use super::cache::Cache;
-use super::conn::{Conn, Stage};
+use super::conn::Conn;
+use super::wire::{self, EVICT_MIN_AGE};
 use super::Source;
 use crate::config::StatsConfig;
 use crate::io::socket;
@@ -21,9 +22,6 @@ use crate::token::Target;
 pub const MAX_CONNS: usize = 64;
 /// Accepts per loop turn.
 const ACCEPT_BATCH: usize = 64;
-/// How long a connection keeps its slot, at least, while its request is
-/// still incomplete (slow, not yet hostile).
-const EVICT_MIN_AGE: Duration = Duration::from_millis(200);
 
 /// The stats listener and its connections.
 ///
@@ -235,24 +233,7 @@ impl StatsServer {
 
     /// The connection [`Self::evict_one`] would close.
     fn victim(&self, now: Instant) -> Option<usize> {
-        self.conns
-            .iter()
-            .filter(|(_, c)| matches!(c.stage, Stage::Draining(_)))
-            .min_by_key(|(_, c)| c.accepted)
-            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Reading)))
-            // A client that does not read its answer holds the slot no
-            // longer than one that does not send its request.
-            .or_else(|| self.oldest_stale(now, |st| matches!(st, Stage::Writing)))
-            .map(|(k, _)| k)
-    }
-
-    /// The oldest connection in a matching stage that has had its slot for
-    /// EVICT_MIN_AGE.
-    fn oldest_stale(&self, now: Instant, stage: impl Fn(&Stage) -> bool) -> Option<(usize, &Conn)> {
-        self.conns
-            .iter()
-            .filter(|(_, c)| stage(&c.stage) && now.saturating_duration_since(c.accepted) >= EVICT_MIN_AGE)
-            .min_by_key(|(_, c)| c.accepted)
+        wire::victim(self.conns.iter(), now)
     }
 
     /// Readiness on a stats connection: read the request, answer, drain,
@@ -292,7 +273,9 @@ fn warn_if_open(cfg: &StatsConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::wire::Stage;
     use mio::net::TcpStream;
+    use std::time::Duration;
 
     /// A server with one connection per given stage, accepted at the given
     /// offsets (ms) before `now`.
@@ -327,6 +310,7 @@ mod tests {
                 Stage::Reading => "reading",
                 Stage::Writing => "writing",
                 Stage::Draining(_) => "draining",
+                Stage::Parked => "parked",
             })
             .collect()
     }

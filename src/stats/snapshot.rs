@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::Source;
-use crate::balance::Backend;
+use crate::balance::{AdminState, Backend};
 use crate::state::Service;
 
 #[derive(Serialize)]
@@ -51,8 +51,15 @@ pub struct ServiceSnap {
 pub struct BackendSnap {
     pub address: String,
     pub resolved: String,
+    /// `up`, `down`, or `maint` while an operator has it in maintenance
+    /// (no checks run then).
     pub state: &'static str,
+    /// `ready`, `drain` or `maint` (admin API).
+    pub admin_state: &'static str,
+    /// The effective weight: the runtime override, else the file's.
     pub weight: u32,
+    /// The file's weight.
+    pub weight_config: u32,
     pub backup: bool,
     pub max_connections: usize,
     pub active: usize,
@@ -140,8 +147,14 @@ fn backend_snap(b: &Backend, now: Instant) -> BackendSnap {
     BackendSnap {
         address: b.cfg.address.clone(),
         resolved: b.cfg.addr.to_string(),
-        state: if b.is_up() { "up" } else { "down" },
-        weight: b.cfg.weight,
+        state: match (b.admin, b.is_up()) {
+            (AdminState::Maint, _) => "maint",
+            (_, true) => "up",
+            (_, false) => "down",
+        },
+        admin_state: b.admin.as_str(),
+        weight: b.effective_weight(),
+        weight_config: b.cfg.weight,
         backup: b.cfg.backup,
         max_connections: b.cfg.max_connections,
         active: b.active,

@@ -12,7 +12,7 @@ use mio::Interest;
 
 use super::plan::{BackendPlan, Plan, ServicePlan};
 use super::Running;
-use crate::balance::{Backend, Balancer};
+use crate::balance::{AdminState, Backend, Balancer};
 use crate::config::{BackendConfig, Config, ServiceConfig};
 use crate::io::socket;
 use crate::state::Service;
@@ -214,7 +214,12 @@ fn backends(bal: &mut Balancer, cfg: &ServiceConfig, changes: &BackendPlan, now:
     }
     for k in keys {
         match bal.backends.get_mut(k) {
-            Some(be) if be.active > 0 => be.removed = true,
+            Some(be) if be.active > 0 => {
+                // Gone from the file: what an operator said of it is forgotten.
+                be.removed = true;
+                be.admin = AdminState::Ready;
+                be.weight_override = None;
+            }
             Some(_) => {
                 bal.backends.remove(k);
             }

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::admin::AdminServer;
 use crate::config::Config;
 use crate::control::loader::{Loaded, Prepared};
 use crate::flow::Traffic;
@@ -30,15 +31,18 @@ pub struct Running<'a> {
     pub traffic: &'a mut Traffic,
     pub prober: &'a mut Prober,
     pub stats: &'a mut Option<StatsServer>,
+    pub admin: &'a mut AdminServer,
     pub registry: &'a mio::Registry,
     pub timers: &'a mut Timers,
 }
 
 /// A read configuration (or why there is none) meets the running proxy:
 /// applied, or counted and logged as failed; either way the stats page
-/// shows the outcome at once.
-pub fn finish(p: &mut Running, loaded: Loaded, now: Instant) {
-    match loaded.and_then(|new| apply(p, new, now)) {
+/// shows the outcome at once. The outcome (summary or error) is returned
+/// for the admin API's `reload`.
+pub fn finish(p: &mut Running, loaded: Loaded, now: Instant) -> Result<String, String> {
+    let outcome = loaded.and_then(|new| apply(p, new, now));
+    match &outcome {
         Ok(summary) => {
             p.state.counters.reloads += 1;
             log::info!("reload done: {summary}");
@@ -52,6 +56,7 @@ pub fn finish(p: &mut Running, loaded: Loaded, now: Instant) {
         }
     }
     p.state.changed();
+    outcome
 }
 
 /// Applies `new` to the running proxy, or changes nothing and says why;
@@ -78,6 +83,8 @@ pub fn apply(p: &mut Running, prepared: Prepared, now: Instant) -> Result<String
         }
         _ => None,
     };
+    // The unix socket last: a file made by an earlier failure is removed.
+    let admin = p.admin.prepare(new.admin.as_ref())?;
     // Phase 2: nothing below can fail in a way that matters.
     let summary = plan.summary(&new).to_string();
     apply::services(p, &plan, &new, listeners, now);
@@ -87,6 +94,7 @@ pub fn apply(p: &mut Running, prepared: Prepared, now: Instant) -> Result<String
     if plan.stats_moved {
         move_stats(p, fresh_stats);
     }
+    p.admin.reconfigure(admin, new.admin.as_ref(), p.registry);
     log_new_listeners(p, &plan, &new);
     if new.global.max_connections > p.config.global.max_connections {
         crate::control::limits::raise_fd_limit(new.global.max_connections);

@@ -1,0 +1,168 @@
+//! Admin API, the changes: a request's command carried out on the running proxy (admin state, runtime weight, closing a backend's connections, status), logged at `warn` with the peer.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::request::{answer, error};
+use super::stream::Peer;
+use super::Command;
+use crate::balance::AdminState;
+use crate::flow::session::End;
+use crate::flow::{Ctx, Traffic};
+use crate::health::probe::Prober;
+use crate::state::State;
+use crate::stats::{response, Answer, Source};
+use crate::timer::Timers;
+
+/// The parts of the running proxy a command may change.
+pub struct Ctl<'a> {
+    pub state: &'a mut State,
+    pub traffic: &'a mut Traffic,
+    pub prober: &'a mut Prober,
+    pub registry: &'a mio::Registry,
+    pub timers: &'a mut Timers,
+    pub now: Instant,
+}
+
+/// What a command came to.
+pub enum Outcome {
+    /// Answer this; `true` when admin states or weights changed (the state
+    /// file is to be written).
+    Answer(Answer, bool),
+    /// A reload: the answer waits for its outcome.
+    Reload,
+}
+
+/// Carries out `cmd`, sent by `peer`.
+pub fn execute(cmd: Command, peer: &Peer, ctl: &mut Ctl<'_>) -> Outcome {
+    let result = match cmd {
+        Command::Reload => return Outcome::Reload,
+        Command::Status => return Outcome::Answer(status(ctl), false),
+        Command::State {
+            service,
+            backend,
+            state,
+        } => find(ctl.state, &service, &backend).map(|(s, b)| (set_state(ctl, peer, s, b, state), true)),
+        Command::Weight {
+            service,
+            backend,
+            weight,
+        } => find(ctl.state, &service, &backend).map(|(s, b)| (set_weight(ctl, peer, s, b, weight), true)),
+        Command::Close { service, backend } => {
+            find(ctl.state, &service, &backend).map(|(s, b)| (close(ctl, peer, s, b), false))
+        }
+    };
+    match result {
+        Ok((a, changed)) => Outcome::Answer(a, changed),
+        Err(a) => Outcome::Answer(a, false),
+    }
+}
+
+/// The `/stats` JSON, rendered now.
+fn status(ctl: &Ctl<'_>) -> Answer {
+    let src = Source {
+        state: ctl.state,
+        buffers_in_use: ctl.traffic.pools.buffers.in_use(),
+        timers_pending: ctl.timers.len(),
+    };
+    response(200, "application/json", "", &crate::stats::json(&src, ctl.now))
+}
+
+/// The keys of service `service` and of its backend `backend` (as written
+/// in the file, or the address it resolved to); 404 when either is not
+/// running.
+fn find(state: &State, service: &str, backend: &str) -> Result<(usize, usize), Answer> {
+    let Some((sk, svc)) = state.services.iter().find(|(_, s)| !s.removed && s.cfg.name == service) else {
+        return Err(error(404, &format!("unknown service {service:?}")));
+    };
+    let bal = &svc.balancer;
+    let found = bal.order().iter().copied().find(|&k| {
+        bal.backends
+            .get(k)
+            .is_some_and(|b| b.cfg.address == backend || b.cfg.addr.to_string() == backend)
+    });
+    match found {
+        Some(bk) => Ok((sk, bk)),
+        None => Err(error(404, &format!("service {service:?} has no backend {backend:?}"))),
+    }
+}
+
+/// `ready`, `drain` or `maint`. Leaving maintenance, a checked backend is
+/// checked at once and the first failure takes it down.
+fn set_state(ctl: &mut Ctl<'_>, peer: &Peer, sk: usize, bk: usize, new: AdminState) -> Answer {
+    let Some(svc) = ctl.state.services.get_mut(sk) else {
+        return error(404, "the service is gone");
+    };
+    let Some(b) = svc.balancer.backends.get_mut(bk) else {
+        return error(404, "the backend is gone");
+    };
+    let old = std::mem::replace(&mut b.admin, new);
+    let check = svc.cfg.health_check.as_ref();
+    if old == AdminState::Maint && new != AdminState::Maint {
+        if let Some(hc) = check {
+            b.health.successes = 0;
+            b.health.fails = hc.fall.saturating_sub(1);
+        }
+    }
+    log::warn!("admin: peer={peer} {new} {}/{}", svc.cfg.name, b.cfg.address);
+    let body = json!({
+        "service": svc.cfg.name,
+        "backend": b.cfg.address,
+        "admin_state": new.as_str(),
+        "was": old.as_str(),
+        "active": b.active,
+    });
+    if old == AdminState::Maint && new != AdminState::Maint && check.is_some() {
+        ctl.prober.check_now(sk, bk, &ctl.state.services, ctl.timers, ctl.now);
+    }
+    ctl.state.changed();
+    answer(200, &body)
+}
+
+/// A runtime weight, or (`None`) the file's again.
+fn set_weight(ctl: &mut Ctl<'_>, peer: &Peer, sk: usize, bk: usize, weight: Option<u32>) -> Answer {
+    let Some(svc) = ctl.state.services.get_mut(sk) else {
+        return error(404, "the service is gone");
+    };
+    let Some(b) = svc.balancer.backends.get_mut(bk) else {
+        return error(404, "the backend is gone");
+    };
+    b.weight_override = weight;
+    let (effective, file) = (b.effective_weight(), b.cfg.weight);
+    let what = match weight {
+        Some(w) => format!("weight {w} (file {file})"),
+        None => format!("weight reset to the file's {file}"),
+    };
+    log::warn!("admin: peer={peer} {what} {}/{}", svc.cfg.name, b.cfg.address);
+    let body = json!({
+        "service": svc.cfg.name,
+        "backend": b.cfg.address,
+        "weight": effective,
+        "weight_config": file,
+    });
+    svc.balancer.reweight();
+    ctl.state.changed();
+    answer(200, &body)
+}
+
+/// Closes the backend's open connections, both sides.
+fn close(ctl: &mut Ctl<'_>, peer: &Peer, sk: usize, bk: usize) -> Answer {
+    let name = ctl.state.services.get(sk).and_then(|s| {
+        let b = s.balancer.backends.get(bk)?;
+        Some(format!("{}/{}", s.cfg.name, b.cfg.address))
+    });
+    let mut cx = Ctx {
+        state: ctl.state,
+        registry: ctl.registry,
+        timers: ctl.timers,
+        now: ctl.now,
+    };
+    let closed = ctl.traffic.close_backend(sk, bk, End::Admin, &mut cx);
+    log::warn!(
+        "admin: peer={peer} close {}: {closed} connections",
+        name.as_deref().unwrap_or("-")
+    );
+    ctl.state.changed();
+    answer(200, &json!({ "closed": closed }))
+}

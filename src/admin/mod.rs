@@ -1,0 +1,150 @@
+//! Side flow: the admin API, served from the same event loop as the stats
+//! port. Operators drain, put in maintenance or re-weight a backend, close
+//! its connections, read the status and reload, over TCP with a bearer
+//! token or over a unix socket; `easyproxy ctl` (`crate::ctl`) is its
+//! client.
+//!
+//! One file per step: `listen` binds, `server` accepts and keeps the
+//! connection slots, `conn` reads a request and checks its token (`auth`),
+//! `request` parses and routes it to a [`Command`], `command` carries it
+//! out, `persist` keeps the changes in `global.state_file`. The loop hands
+//! requests from the server to `command` and the answers back.
+
+mod auth;
+pub mod command;
+mod conn;
+mod listen;
+pub mod persist;
+mod request;
+mod server;
+mod stream;
+
+use mio::net::TcpListener;
+use mio::{Interest, Registry};
+
+use crate::balance::AdminState;
+use crate::config::AdminConfig;
+use crate::token::Target;
+use listen::UnixSocket;
+
+pub use server::{AdminServer, Ready};
+pub use stream::Peer;
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `GET /v1/status`.
+    Status,
+    /// `POST /v1/backend/state`.
+    State {
+        service: String,
+        backend: String,
+        state: AdminState,
+    },
+    /// `POST /v1/backend/weight`; `None` returns to the file's.
+    Weight {
+        service: String,
+        backend: String,
+        weight: Option<u32>,
+    },
+    /// `POST /v1/backend/close`.
+    Close { service: String, backend: String },
+    /// `POST /v1/reload`.
+    Reload,
+}
+
+/// The `reload` answer: `{"ok": true, "summary": ...}` or
+/// `{"ok": false, "error": ...}`.
+pub fn reload_answer(outcome: &Result<String, String>) -> crate::stats::Answer {
+    let body = match outcome {
+        Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
+        Err(e) => serde_json::json!({ "ok": false, "error": e }),
+    };
+    request::answer(200, &body)
+}
+
+/// New listeners for a changed `[admin]`, bound before anything changes.
+pub struct Rebind {
+    tcp: Change<TcpListener>,
+    unix: Change<UnixSocket>,
+}
+
+enum Change<T> {
+    Keep,
+    Close,
+    New(T),
+}
+
+impl AdminServer {
+    /// Binds what `new` has that is not listening yet (TCP first, the unix
+    /// socket last); an error changes nothing (a socket file made here is
+    /// removed when the `Rebind` is dropped).
+    pub fn prepare(&self, new: Option<&AdminConfig>) -> Result<Rebind, String> {
+        let listen = new.and_then(|a| a.listen);
+        let tcp = match listen {
+            None if self.tcp.is_some() => Change::Close,
+            None => Change::Keep,
+            Some(a) if self.tcp.is_some() && self.listen == Some(a) => Change::Keep,
+            Some(a) => Change::New(listen::bind_tcp(a)?),
+        };
+        let path = new.and_then(|a| a.socket.clone());
+        let unix = match path {
+            None if self.unix.is_some() => Change::Close,
+            None => Change::Keep,
+            Some(p) if self.socket_path() == Some(p.as_path()) => Change::Keep,
+            Some(p) => Change::New(listen::bind_unix(&p)?),
+        };
+        Ok(Rebind { tcp, unix })
+    }
+
+    /// Puts the prepared listeners in place and takes `new`'s token.
+    /// Connections open go on.
+    pub fn reconfigure(&mut self, rebind: Rebind, new: Option<&AdminConfig>, registry: &Registry) {
+        self.token = new.and_then(|a| a.token.clone());
+        self.listen = new.and_then(|a| a.listen);
+        match rebind.tcp {
+            Change::Keep => {}
+            Change::Close => self.close_tcp(registry),
+            Change::New(mut l) => {
+                self.close_tcp(registry);
+                match registry.register(&mut l, Target::AdminListener.token(), Interest::READABLE) {
+                    Ok(()) => {
+                        if let Ok(a) = l.local_addr() {
+                            log::info!("admin API on http://{a}/ (bearer token)");
+                        }
+                        self.set_pending(false);
+                        self.tcp = Some(l);
+                    }
+                    Err(e) => log::error!("cannot register the admin listener: {e}"),
+                }
+            }
+        }
+        match rebind.unix {
+            Change::Keep => {}
+            Change::Close => self.close_unix(registry),
+            Change::New(mut u) => {
+                self.close_unix(registry);
+                match registry.register(&mut u.listener, Target::AdminSocket.token(), Interest::READABLE) {
+                    Ok(()) => {
+                        log::info!("admin API on unix socket {}", u.path().display());
+                        self.set_pending(true);
+                        self.unix = Some(u);
+                    }
+                    Err(e) => log::error!("cannot register the admin socket: {e}"),
+                }
+            }
+        }
+    }
+
+    fn close_tcp(&mut self, registry: &Registry) {
+        if let Some(mut l) = self.tcp.take() {
+            let _ = registry.deregister(&mut l);
+        }
+    }
+
+    fn close_unix(&mut self, registry: &Registry) {
+        if let Some(mut u) = self.unix.take() {
+            let _ = registry.deregister(&mut u.listener);
+        }
+    }
+}

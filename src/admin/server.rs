@@ -1,0 +1,356 @@
+//! Admin API, listen and accept: the listeners, a bounded set of connection slots with the stats port's eviction, the turn's budget, and the requests handed to the loop.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use super::auth::Limiter;
+use super::conn::{Access, Conn, Next};
+use super::listen::UnixSocket;
+use super::stream::{Peer, Stream};
+use super::Command;
+use crate::config::AdminToken;
+use crate::io::socket;
+use crate::stats::wire::{self, Progress, Stage, Wire, EVICT_MIN_AGE};
+use crate::stats::{Answer, Budget};
+use crate::timer::{TimerKind, Timers};
+use crate::token::Target;
+
+/// Connections open at once per listener (TCP, unix).
+pub const MAX_PER_LISTENER: usize = 32;
+/// Accepts per listener per loop turn.
+const ACCEPT_BATCH: usize = 32;
+/// Time a client has to send its request and read the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reload request waits for its outcome at most (the read has
+/// its own, shorter deadline).
+const PARK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request the loop is to carry out, then answer with
+/// [`AdminServer::respond`] (or park with [`AdminServer::park`]).
+pub struct Ready {
+    pub key: usize,
+    pub id: u64,
+    pub peer: Peer,
+    pub command: Command,
+}
+
+/// Which listener a connection came through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Tcp,
+    Unix,
+}
+
+/// The admin listeners and their connections; without `[admin]` it has
+/// neither and costs nothing.
+///
+/// Every connection answers one request and closes. Hostile clients are
+/// bounded as on the stats port: the input is capped, each connection has
+/// a deadline, each listener has [`MAX_PER_LISTENER`] slots and gives up
+/// the slot of a connection that is done, else of the oldest one that has
+/// sat on its slot for a while without a complete request, else of the
+/// oldest one not reading its answer; with none of these, new clients wait
+/// in the listen backlog. One loop turn does at most a [`Budget`] of work.
+pub struct AdminServer {
+    pub(super) tcp: Option<TcpListener>,
+    /// The configured `admin.listen` (its port may be 0).
+    pub(super) listen: Option<std::net::SocketAddr>,
+    pub(super) unix: Option<UnixSocket>,
+    pub(super) token: Option<AdminToken>,
+    conns: Slab<(Origin, Conn)>,
+    /// Connections waiting for the next turn's budget: (slot, id).
+    queue: VecDeque<(usize, u64)>,
+    ready: Vec<Ready>,
+    limiter: Limiter,
+    budget: Budget,
+    next_id: u64,
+    /// Listeners with clients waiting (TCP, unix).
+    pending: [bool; 2],
+    /// A listener's slots are all taken and none can be given up yet
+    /// (TCP, unix).
+    blocked: [bool; 2],
+}
+
+impl AdminServer {
+    /// A server with no listener yet (see `reconfigure`).
+    pub fn idle(now: Instant) -> AdminServer {
+        AdminServer {
+            tcp: None,
+            listen: None,
+            unix: None,
+            token: None,
+            conns: Slab::new(),
+            queue: VecDeque::new(),
+            ready: Vec::new(),
+            limiter: Limiter::new(now),
+            budget: Budget::default(),
+            next_id: 1,
+            pending: [true, true],
+            blocked: [false, false],
+        }
+    }
+
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn socket_path(&self) -> Option<&std::path::Path> {
+        self.unix.as_ref().map(|u| u.path())
+    }
+
+    /// A listener has clients waiting.
+    pub fn set_pending(&mut self, unix: bool) {
+        if let Some(p) = self.pending.get_mut(usize::from(unix)) {
+            *p = true;
+        }
+    }
+
+    /// Whether [`Self::accept`] has work.
+    pub fn wants_accept(&self) -> bool {
+        let ([tcp_pending, unix_pending], [tcp_blocked, unix_blocked]) = (self.pending, self.blocked);
+        let tcp = tcp_pending && !tcp_blocked && self.tcp.is_some();
+        let unix = unix_pending && !unix_blocked && self.unix.is_some();
+        tcp || unix || !self.queue.is_empty()
+    }
+
+    /// Once per loop turn: steps the queued connections, then accepts
+    /// waiting clients on both listeners.
+    pub fn accept(&mut self, registry: &Registry, timers: &mut Timers, now: Instant) -> io::Result<()> {
+        self.budget.begin(now);
+        self.run_queue(timers, now);
+        let tcp = self.accept_from(Origin::Tcp, registry, timers, now);
+        let unix = self.accept_from(Origin::Unix, registry, timers, now);
+        tcp.and(unix)
+    }
+
+    fn accept_from(
+        &mut self,
+        origin: Origin,
+        registry: &Registry,
+        timers: &mut Timers,
+        now: Instant,
+    ) -> io::Result<()> {
+        let slot = usize::from(origin == Origin::Unix);
+        for _ in 0..ACCEPT_BATCH {
+            if !self.pending.get(slot).copied().unwrap_or(false) {
+                return Ok(());
+            }
+            let full = self.count(origin) >= MAX_PER_LISTENER;
+            let blocked = full && self.victim(origin, now).is_none();
+            if let Some(b) = self.blocked.get_mut(slot) {
+                *b = blocked;
+            }
+            if blocked {
+                return Ok(());
+            }
+            let accepted = match (origin, &self.tcp, &self.unix) {
+                (Origin::Tcp, Some(l), _) => l.accept().map(|(s, a)| (Stream::Tcp(s), Peer::Tcp(a))),
+                (Origin::Unix, _, Some(u)) => u.listener.accept().map(|(s, _)| {
+                    let peer = Peer::of_unix(&s);
+                    (Stream::Unix(s), peer)
+                }),
+                _ => Err(ErrorKind::WouldBlock.into()),
+            };
+            let (stream, peer) = match accepted {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if let Some(p) = self.pending.get_mut(slot) {
+                        *p = false;
+                    }
+                    return Ok(());
+                }
+                Err(e) if socket::is_transient_accept_error(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            if full {
+                if let Some(k) = self.victim(origin, now) {
+                    log::debug!("admin: every slot taken, closing one to make room");
+                    self.conns.remove(k);
+                }
+            }
+            self.insert(origin, stream, peer, registry, timers, now);
+        }
+        Ok(())
+    }
+
+    /// A new connection takes a slot and is stepped at once.
+    fn insert(
+        &mut self,
+        origin: Origin,
+        mut stream: Stream,
+        peer: Peer,
+        registry: &Registry,
+        timers: &mut Timers,
+        now: Instant,
+    ) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if registry
+            .register(&mut stream, Target::AdminClient(key).token(), interest)
+            .is_err()
+        {
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let wire = Wire::new(id, stream, now, now + REQUEST_TIMEOUT);
+        entry.insert((
+            origin,
+            Conn {
+                wire,
+                peer,
+                waits_for: 0,
+            },
+        ));
+        // First wake-up when the slot becomes evictable, then the deadline.
+        timers.add(now + EVICT_MIN_AGE, TimerKind::AdminConn(key, id));
+        self.step_or_queue(key, timers, now);
+    }
+
+    fn count(&self, origin: Origin) -> usize {
+        self.conns.iter().filter(|(_, (o, _))| *o == origin).count()
+    }
+
+    fn victim(&self, origin: Origin, now: Instant) -> Option<usize> {
+        let of_origin = self.conns.iter().filter(|(_, (o, _))| *o == origin);
+        wire::victim(of_origin.map(|(k, (_, c))| (k, &c.wire)), now)
+    }
+
+    /// Readiness on a connection.
+    pub fn on_event(&mut self, key: usize, timers: &mut Timers, now: Instant) {
+        self.budget.begin(now);
+        self.step_or_queue(key, timers, now);
+    }
+
+    /// Steps connection `key` now, or queues it behind those already
+    /// waiting for budget.
+    fn step_or_queue(&mut self, key: usize, timers: &mut Timers, now: Instant) {
+        if self.queue.is_empty() {
+            self.step(key, timers, now);
+        } else {
+            self.enqueue(key);
+        }
+    }
+
+    fn run_queue(&mut self, timers: &mut Timers, now: Instant) {
+        for _ in 0..self.queue.len() {
+            let Some((key, id)) = self.queue.pop_front() else { break };
+            let Some((_, conn)) = self.conns.get_mut(key).filter(|(_, c)| c.wire.id == id) else {
+                continue;
+            };
+            conn.wire.queued = false;
+            self.step(key, timers, now);
+        }
+    }
+
+    fn enqueue(&mut self, key: usize) {
+        if let Some((_, conn)) = self.conns.get_mut(key).filter(|(_, c)| !c.wire.queued) {
+            conn.wire.queued = true;
+            self.queue.push_back((key, conn.wire.id));
+        }
+    }
+
+    /// Reads, hands over a complete request, writes and drains, as far as
+    /// the socket and the budget go.
+    fn step(&mut self, key: usize, timers: &mut Timers, now: Instant) {
+        let Some((_, conn)) = self.conns.get_mut(key) else {
+            return;
+        };
+        let next = if matches!(conn.wire.stage, Stage::Reading) {
+            let mut access = Access {
+                token: self.token.as_ref(),
+                limiter: &mut self.limiter,
+            };
+            conn.read_request(&mut self.budget, &mut access, now)
+        } else {
+            Ok(Next::Out)
+        };
+        let out = match next {
+            Ok(Next::Wait) => return,
+            Ok(Next::Yield) => return self.enqueue(key),
+            Ok(Next::Command(command)) => {
+                self.budget.spend_request();
+                conn.wire.stage = Stage::Parked;
+                let (id, peer) = (conn.wire.id, conn.peer);
+                self.ready.push(Ready { key, id, peer, command });
+                return;
+            }
+            Ok(Next::Out) => conn
+                .wire
+                .step_out(&mut self.budget, timers, now, TimerKind::AdminConn(key, conn.wire.id)),
+            Err(()) => Err(()),
+        };
+        match out {
+            Ok(Progress::Yield) => self.enqueue(key),
+            Ok(_) => {}
+            Err(()) => {
+                self.conns.remove(key);
+                self.blocked = [false, false];
+            }
+        }
+    }
+
+    /// The requests taken since the last call, in order.
+    pub fn take_ready(&mut self) -> Vec<Ready> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Answers the request of connection (`key`, `id`) and starts writing.
+    pub fn respond(&mut self, key: usize, id: u64, answer: &Answer, timers: &mut Timers, now: Instant) {
+        let Some((_, conn)) = self.conns.get_mut(key).filter(|(_, c)| c.wire.id == id) else {
+            return;
+        };
+        conn.waits_for = 0;
+        conn.wire.send(answer, false);
+        self.budget.begin(now);
+        self.step(key, timers, now);
+    }
+
+    /// Connection (`key`, `id`) waits until `waits_for` reloads have
+    /// finished (see [`Self::reload_done`]).
+    pub fn park(&mut self, key: usize, id: u64, waits_for: u64, timers: &mut Timers, now: Instant) {
+        if let Some((_, conn)) = self.conns.get_mut(key).filter(|(_, c)| c.wire.id == id) {
+            conn.waits_for = waits_for;
+            conn.wire.deadline = now + PARK_TIMEOUT;
+            timers.add(conn.wire.deadline, TimerKind::AdminConn(key, id));
+        }
+    }
+
+    /// `done` reloads have finished, the last with `answer`: the parked
+    /// requests that waited for it get it.
+    pub fn reload_done(&mut self, done: u64, answer: &Answer, timers: &mut Timers, now: Instant) {
+        let due: Vec<(usize, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, (_, c))| c.waits_for != 0 && c.waits_for <= done)
+            .map(|(k, (_, c))| (k, c.wire.id))
+            .collect();
+        for (key, id) in due {
+            self.respond(key, id, answer, timers, now);
+        }
+    }
+
+    /// A connection's timer entry: closes it at its deadline (a parked one
+    /// is told its outcome did not come in time).
+    pub fn on_timer(&mut self, key: usize, id: u64, now: Instant, timers: &mut Timers) {
+        // A slot may have become evictable.
+        self.blocked = [false, false];
+        let Some((_, conn)) = self.conns.get(key).filter(|(_, c)| c.wire.id == id) else {
+            return;
+        };
+        if conn.wire.deadline > now {
+            timers.add(conn.wire.deadline, TimerKind::AdminConn(key, id));
+        } else if conn.waits_for != 0 {
+            let late = super::request::error(503, "the reload has not finished in time; see the log");
+            self.respond(key, id, &late, timers, now);
+        } else {
+            self.conns.remove(key);
+        }
+    }
+}
