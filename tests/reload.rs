@@ -579,3 +579,25 @@ fn a_reload_of_30000_backends_does_not_hold_the_loop() {
     eprintln!("worst echo round trip during two reloads of 30,000 backends: {worst:?} over {n} round trips");
     assert!(worst < Duration::from_millis(100), "the loop was held {worst:?}");
 }
+
+/// Backends keep the file's order after a reload (the stats page lists
+/// them so and ties break so): a backend added in front comes first.
+#[test]
+fn a_reload_keeps_the_files_backend_order() {
+    let (a, b, c) = (Backend::tagged("A"), Backend::tagged("B"), Backend::tagged("C"));
+    let listen = free_addr();
+    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], ""));
+    reload_and_wait(
+        &p,
+        &cfg(listen, "round_robin", &[(c.addr, ""), (a.addr, ""), (b.addr, "")], ""),
+        "reload done",
+    );
+    let s = stats(&p);
+    let order: Vec<String> = s["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, [c.addr, a.addr, b.addr].map(|x| x.to_string()));
+}

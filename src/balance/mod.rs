@@ -39,6 +39,9 @@ pub struct Backend {
     pub admin: AdminState,
     /// Runtime weight (admin API) in place of the file's; kept across reloads.
     pub weight_override: Option<u32>,
+    /// Position in the service's backend list in the file: the order ties
+    /// are broken in and the stats page lists backends in.
+    pub rank: usize,
     /// Smooth weighted round-robin accumulator.
     current: i64,
 }
@@ -56,6 +59,7 @@ impl Backend {
             bytes_out: 0,
             admin: AdminState::Ready,
             weight_override: None,
+            rank: 0,
             current: 0,
         }
     }
@@ -110,8 +114,10 @@ impl Balancer {
             cursor: 0,
             rng: Rng::from_clock(),
         };
-        for cfg in backends {
-            b.backends.insert(Backend::new(cfg.clone(), now));
+        for (rank, cfg) in backends.iter().enumerate() {
+            let mut backend = Backend::new(cfg.clone(), now);
+            backend.rank = rank;
+            b.backends.insert(backend);
         }
         b.rebuild();
         b
@@ -126,6 +132,9 @@ impl Balancer {
             .filter(|(_, b)| !b.removed)
             .map(|(k, _)| k)
             .collect();
+        let backends = &self.backends;
+        self.order
+            .sort_by_key(|&k| backends.get(k).map_or(usize::MAX, |b| b.rank));
         self.ring.clear();
         if self.strategy != Strategy::IpHash {
             return; // only ip_hash reads the ring

@@ -226,4 +226,18 @@ fn backends(bal: &mut Balancer, cfg: &ServiceConfig, changes: &BackendPlan, now:
             None => {}
         }
     }
+    // Ranks follow the new file's order (new backends were appended).
+    let ranks: Vec<(usize, usize)> = {
+        let index: HashMap<&str, usize> = bal.backends.iter().map(|(k, b)| (b.cfg.address.as_str(), k)).collect();
+        cfg.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, b)| index.get(b.address.as_str()).map(|&k| (k, rank)))
+            .collect()
+    };
+    for (k, rank) in ranks {
+        if let Some(be) = bal.backends.get_mut(k) {
+            be.rank = rank;
+        }
+    }
 }
