@@ -2,6 +2,8 @@
 //! collects its log lines, and provides small backends on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod mysql;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
