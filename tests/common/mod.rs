@@ -2,6 +2,7 @@
 //! collects its log lines, and provides small backends on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod mysql;
 
 use std::io::{ErrorKind, Read, Write};
