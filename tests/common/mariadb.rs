@@ -4,6 +4,7 @@
 //! stops it on drop. Reusable: several servers can run at once (a primary
 //! and a replica). Without `mariadbd` installed, [`MariaDb::start`] prints a
 //! loud SKIPPED line and returns `None`; with `CI=true` it panics instead.
+//! `EASYPROXY_TEST_MARIADBD` may name the server binary.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -40,15 +41,22 @@ fn find(names: &[&str]) -> Option<PathBuf> {
 /// Whether `mariadbd` can run here; `None` (after a SKIPPED line) when
 /// not, unless CI=true, where a missing server fails the test.
 pub fn available(test: &str) -> Option<PathBuf> {
-    let found = find(&["mariadbd", "mysqld"]);
+    // EASYPROXY_TEST_MARIADBD names another server binary (a path that
+    // does not exist shows what happens without one).
+    let found = match std::env::var_os("EASYPROXY_TEST_MARIADBD") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => find(&["mariadbd", "mysqld"]),
+    };
     if found.is_none() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{test}: mariadbd is not installed, and CI=true requires it (see .ci/run)");
         }
-        eprintln!(
+        // Straight to stderr: the test harness captures eprintln!.
+        let line = format!(
             "\n******** SKIPPED {test}: mariadbd is not installed \
              (apt-get install mariadb-server mariadb-client) ********\n"
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
     found
 }
@@ -140,6 +148,25 @@ impl MariaDb {
         let out = Command::new(client)
             .args(["--no-defaults", "-uroot", "-N", "-B"])
             .arg(format!("--socket={}", self.socket.display()))
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    /// Runs SQL as `user` over TCP to 127.0.0.1, as the proxy connects.
+    pub fn try_sql_tcp(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
+        let client = find(&["mariadb", "mysql"]).expect("the mariadb client");
+        let out = Command::new(client)
+            .args(["--no-defaults", "-N", "-B", "--protocol=TCP", "-h127.0.0.1"])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--user={user}"))
+            .arg(format!("--password={password}"))
             .arg("-e")
             .arg(sql)
             .output()
