@@ -149,3 +149,46 @@ fn a_login_split_across_reads_and_packed_into_one_passes() {
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(run(&mut check, &hc, 10).0, Progress::Done(CheckResult::Ok.into()));
 }
+
+/// A replica check whose whole server side arrives at once, with a
+/// `SHOW SLAVE STATUS` of 100 columns: more packets than one call's
+/// budget, so the check yields and resumes with the leftover bytes, then
+/// quits with the role and lag it saw.
+#[test]
+fn a_long_replica_session_yields_and_resumes_with_its_leftover_bytes() {
+    use crate::config::Role;
+    use crate::health::mysql::frame;
+    let (mut check, mut server) = pair();
+    check.want = Some(Role::Replica);
+    let mut names: Vec<String> = (0..97).map(|i| format!("Filler_{i}")).collect();
+    names.extend(["Slave_IO_Running", "Slave_SQL_Running", "Seconds_Behind_Master"].map(String::from));
+    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut row: Vec<Option<&str>> = vec![Some("x"); 97];
+    row.extend([Some("Yes"), Some("Yes"), Some("4")]);
+    let mut bytes = greeting_packet();
+    bytes.extend(frame(2, testutil::OK));
+    for (i, p) in testutil::variables("ON", None).iter().enumerate() {
+        bytes.extend(frame(i as u8 + 1, p));
+    }
+    for (i, p) in testutil::result_set(&columns, &[&row]).iter().enumerate() {
+        bytes.extend(frame(i as u8 + 1, p));
+    }
+    // The server answers before it is asked: the check still takes one
+    // answer per question, in order.
+    server.write_all(&bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let hc = HealthCheck {
+        role: Some(Role::Replica),
+        ..mysql_hc()
+    };
+    let (p, calls) = run(&mut check, &hc, 50);
+    let Progress::Done(outcome) = p else { panic!("{p:?}") };
+    assert_eq!(outcome.result, CheckResult::Ok, "{outcome:?}");
+    assert_eq!(outcome.role, Some(Role::Replica));
+    assert_eq!(outcome.replication_lag, Some(Duration::from_secs(4)));
+    assert!(calls >= 3, "{calls} calls for over 100 packets");
+    drop(check);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut server, &mut got).unwrap();
+    assert!(got.ends_with(&crate::health::mysql::QUIT), "quits at the end");
+}
