@@ -263,9 +263,7 @@ fn descriptor_count_stays_flat_across_many_probe_cycles() {
 fn fake_mysql(auth_reply: &'static [u8], users: std::sync::mpsc::Sender<String>) -> Backend {
     let users = std::sync::Mutex::new(users);
     Backend::spawn(move |mut s| {
-        let greeting = b"\x0a5.7.99-fake\x00\x01\x00\x00\x00abcdefgh\x00";
-        let mut pkt = vec![greeting.len() as u8, 0, 0, 0];
-        pkt.extend_from_slice(greeting);
+        let pkt = mysql::packet(0, &mysql::greeting("mysql_native_password", b"abcdefghijklmnopqrst"));
         if s.write_all(&pkt).is_err() {
             return;
         }
@@ -297,7 +295,7 @@ fn mysql_check_logs_in_and_quits() {
     let p = Running::start(&hc_service(hc, &[(good.addr, ""), (denied.addr, "")], ""));
     assert_eq!(rx.recv_timeout(SOON).unwrap(), "easyproxy_check");
     let line = p.wait_log(&format!("backend={} is DOWN", denied.addr), SOON);
-    assert!(line.contains("unexpected reply"), "{line}");
+    assert!(line.contains("(health check: access denied)"), "{line}");
     let before = good.accepted();
     wait_for("more checks of the good server", SOON, || {
         (good.accepted() >= before + 5).then_some(())
@@ -321,9 +319,8 @@ fn mysql_packet(seq: u8, payload: &[u8]) -> Vec<u8> {
 /// auth-switch requests back to back for as long as the client listens.
 fn auth_switch_flood() -> Backend {
     Backend::spawn(|mut s| {
-        if s.write_all(&mysql_packet(0, b"\x0a5.7.99-fake\x00\x01\x00\x00\x00abcdefgh\x00"))
-            .is_err()
-        {
+        let greeting = mysql::greeting("mysql_native_password", b"abcdefghijklmnopqrst");
+        if s.write_all(&mysql_packet(0, &greeting)).is_err() {
             return;
         }
         // Swallow whatever the client sends, so its writes never block.

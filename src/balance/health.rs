@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::config::Role;
+
 /// The outcome of one check (a probe or a client connect).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckResult {
@@ -24,6 +26,15 @@ pub enum CheckResult {
     LocalError,
     /// Any other socket error.
     Error,
+    /// MySQL: the server refused the session (an ERR greeting, or the
+    /// login denied); its message is in the outcome's detail.
+    LoginFailed,
+    /// MySQL: the server is not in the role the service wants.
+    WrongRole,
+    /// MySQL: replication stopped, unknown or lagging too far.
+    Replication,
+    /// MySQL: a query failed, or `mysql_query` was not true.
+    QueryFailed,
 }
 
 impl CheckResult {
@@ -53,8 +64,50 @@ impl fmt::Display for CheckResult {
             CheckResult::Protocol(what) => what,
             CheckResult::LocalError => "local error",
             CheckResult::Error => "error",
+            CheckResult::LoginFailed => "login failed",
+            CheckResult::WrongRole => "wrong role",
+            CheckResult::Replication => "replication",
+            CheckResult::QueryFailed => "query failed",
         })
     }
+}
+
+/// All that one probe check tells: its result, a text that says more
+/// (the server's message, why the role or replication is wrong) and, for
+/// a MySQL check, the role and replication lag it saw (`None`: unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub result: CheckResult,
+    /// Printable, one line, bounded (the server's words are cleaned first).
+    pub detail: Option<Box<str>>,
+    pub role: Option<Role>,
+    pub replication_lag: Option<Duration>,
+}
+
+impl CheckOutcome {
+    /// A result with a detail.
+    pub fn with_detail(result: CheckResult, detail: impl Into<Box<str>>) -> CheckOutcome {
+        CheckOutcome {
+            detail: Some(detail.into()),
+            ..CheckOutcome::from(result)
+        }
+    }
+}
+
+impl From<CheckResult> for CheckOutcome {
+    fn from(result: CheckResult) -> CheckOutcome {
+        CheckOutcome {
+            result,
+            detail: None,
+            role: None,
+            replication_lag: None,
+        }
+    }
+}
+
+/// The reason a check gives: its detail when it has one, else the result.
+fn reason_text(result: CheckResult, detail: Option<&str>) -> std::borrow::Cow<'_, str> {
+    detail.map_or_else(|| result.to_string().into(), Into::into)
 }
 
 /// A backend's health as the balancer and the stats page see it.
@@ -68,15 +121,24 @@ pub struct HealthState {
     /// All failed checks and failed client connects.
     pub failures_total: u64,
     pub last: CheckResult,
+    /// What the last probe check said beyond `last` (see [`CheckOutcome`]).
+    pub last_detail: Option<Box<str>>,
     pub last_latency: Option<Duration>,
     pub last_change: Instant,
+    /// MySQL: the role the last probe check saw (`None`: unknown, or not a
+    /// MySQL check).
+    pub role: Option<Role>,
+    /// MySQL replica: the replication lag the last probe check saw.
+    pub replication_lag: Option<Duration>,
 }
 
 /// A state change caused by a check, to be logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub up: bool,
     pub reason: CheckResult,
+    /// The check's detail, logged instead of `reason` when present.
+    pub detail: Option<Box<str>>,
     /// How long the backend had been in its previous state.
     pub after: Duration,
 }
@@ -85,13 +147,19 @@ impl Transition {
     /// The `warn` line every up/down change gets; `source` says what saw it
     /// (`health check`, `client connect`).
     pub fn log(&self, service: &str, address: &str, source: &str) {
-        log::warn!(
+        log::warn!("{}", self.line(service, address, source));
+    }
+
+    /// That line's text: `service=S backend=A is DOWN (health check: role:
+    /// read-only) after 3.2s up`.
+    pub fn line(&self, service: &str, address: &str, source: &str) -> String {
+        format!(
             "service={service} backend={address} is {} ({source}: {}) after {:.1}s {}",
             if self.up { "UP" } else { "DOWN" },
-            self.reason,
+            reason_text(self.reason, self.detail.as_deref()),
             self.after.as_secs_f64(),
             if self.up { "down" } else { "up" }
-        );
+        )
     }
 }
 
@@ -104,8 +172,11 @@ impl HealthState {
             fails: 0,
             failures_total: 0,
             last: CheckResult::None,
+            last_detail: None,
             last_latency: None,
             last_change: now,
+            role: None,
+            replication_lag: None,
         }
     }
 
@@ -118,8 +189,41 @@ impl HealthState {
         self.fails = 0;
     }
 
+    /// The last check's reason as the stats page and logs should show it:
+    /// its detail when it had one.
+    pub fn last_text(&self) -> std::borrow::Cow<'_, str> {
+        reason_text(self.last, self.last_detail.as_deref())
+    }
+
+    /// Counts one probe check against `rise`/`fall` and keeps what it saw
+    /// (detail, role, lag); returns the state change it caused, if any.
+    pub fn record_outcome(
+        &mut self,
+        outcome: CheckOutcome,
+        latency: Option<Duration>,
+        rise: u32,
+        fall: u32,
+        now: Instant,
+    ) -> Option<Transition> {
+        let CheckOutcome {
+            result,
+            detail,
+            role,
+            replication_lag,
+        } = outcome;
+        self.role = role;
+        self.replication_lag = replication_lag;
+        let mut t = self.record(result, latency, rise, fall, now);
+        if let Some(t) = &mut t {
+            t.detail.clone_from(&detail);
+        }
+        self.last_detail = detail;
+        t
+    }
+
     /// Counts one check result against `rise`/`fall`; returns the state
-    /// change it caused, if any.
+    /// change it caused, if any. The detail is cleared; role and lag stay
+    /// (a client connect does not see them).
     pub fn record(
         &mut self,
         result: CheckResult,
@@ -129,6 +233,7 @@ impl HealthState {
         now: Instant,
     ) -> Option<Transition> {
         self.last = result;
+        self.last_detail = None;
         self.last_latency = latency;
         if result == CheckResult::Ok {
             self.successes = self.successes.saturating_add(1);
@@ -156,6 +261,7 @@ impl HealthState {
         Transition {
             up: self.up,
             reason,
+            detail: None,
             after,
         }
     }
@@ -178,5 +284,40 @@ mod tests {
         assert_eq!(h.failures_total, 4);
         assert!(h.record(CheckResult::Ok, None, 2, 3, t).is_none());
         assert!(h.record(CheckResult::Ok, None, 2, 3, t).unwrap().up);
+    }
+
+    #[test]
+    fn outcomes_keep_detail_role_and_lag_and_the_log_line_names_the_detail() {
+        let t = Instant::now();
+        let mut h = HealthState::new(t);
+        let wrong = CheckOutcome {
+            role: Some(Role::Replica),
+            ..CheckOutcome::with_detail(CheckResult::WrongRole, "role: read-only")
+        };
+        let later = t + Duration::from_millis(3200);
+        let tr = h.record_outcome(wrong, None, 1, 1, later).unwrap();
+        assert_eq!(
+            tr.line("write", "10.0.0.7:3306", "health check"),
+            "service=write backend=10.0.0.7:3306 is DOWN (health check: role: read-only) after 3.2s up"
+        );
+        assert_eq!(
+            (h.role, h.last_text().as_ref()),
+            (Some(Role::Replica), "role: read-only")
+        );
+        let ok = CheckOutcome {
+            role: Some(Role::Primary),
+            replication_lag: Some(Duration::from_secs(2)),
+            ..CheckOutcome::from(CheckResult::Ok)
+        };
+        let tr = h.record_outcome(ok, None, 1, 1, later).unwrap();
+        assert!(tr.line("w", "a", "health check").contains("is UP (health check: ok)"));
+        assert_eq!(h.last_detail, None);
+        assert_eq!(
+            (h.role, h.replication_lag),
+            (Some(Role::Primary), Some(Duration::from_secs(2)))
+        );
+        // A client connect keeps what the last probe saw.
+        h.record(CheckResult::Refused, None, 1, 5, later);
+        assert_eq!(h.role, Some(Role::Primary));
     }
 }

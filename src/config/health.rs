@@ -1,4 +1,5 @@
-//! Configuration, step 2 per `[service.health_check]`: timing, thresholds and the escaped send/expect bytes.
+//! Configuration, step 2 per `[service.health_check]`: timing, thresholds and the escaped send/expect bytes
+//! (the MySQL keys are in `mysql`).
 
 use super::raw::RawHealthCheck;
 use super::validate::Validator;
@@ -11,7 +12,7 @@ const MAX_SEND: usize = 65536;
 
 impl Validator {
     /// A health check, its unset keys taken from [`HealthCheck::default`].
-    pub(super) fn health(&mut self, key: &str, h: RawHealthCheck) -> HealthCheck {
+    pub(super) fn health(&mut self, key: &str, mut h: RawHealthCheck) -> HealthCheck {
         let d = HealthCheck::default();
         let send = self.escaped(&format!("{key}.send"), h.send.as_deref());
         let expect = self.escaped(&format!("{key}.expect"), h.expect.as_deref());
@@ -21,7 +22,8 @@ impl Validator {
         if send.len() > MAX_SEND {
             self.err(&format!("{key}.send"), format!("longer than {MAX_SEND} bytes"));
         }
-        let mysql_user = self.mysql_user(&format!("{key}.mysql_user"), h.mysql_user, &send, &expect);
+        let mysql_user = self.mysql_user(&format!("{key}.mysql_user"), h.mysql_user.take(), &send, &expect);
+        let mysql = self.mysql_keys(key, &mut h, mysql_user.is_some());
         let interval = self.ms(&format!("{key}.interval_ms"), h.interval_ms, millis(&d.interval), false);
         let timeout = self.ms(&format!("{key}.timeout_ms"), h.timeout_ms, millis(&d.timeout), false);
         if timeout > interval {
@@ -43,6 +45,11 @@ impl Validator {
             fall: self.count(&format!("{key}.fall"), h.fall, u64::from(d.fall), 1, 1000) as u32,
             send,
             expect,
+            mysql_password: mysql.password,
+            mysql_password_file: mysql.password_file,
+            role: mysql.role,
+            max_replication_lag: mysql.max_replication_lag,
+            mysql_query: mysql.query,
         }
     }
 

@@ -5,7 +5,7 @@
 //! problem it finds, each naming its key, so an operator fixes a file in one go.
 //!
 //! One file per step: `raw` deserialises the TOML, `validate` checks it
-//! (`service` and `health` for the per-service tables, `resolve` for
+//! (`service`, `health` and `mysql` for the per-service tables, `resolve` for
 //! addresses, `cidr` for `stats.allow`, `admin` for `[admin]` and its
 //! token) and `summary` prints the `--check` summary. `json` is a second
 //! front-end, for EasyProxy's own JSON file.
@@ -14,6 +14,7 @@ mod admin;
 mod cidr;
 mod health;
 mod json;
+mod mysql;
 mod raw;
 mod resolve;
 mod service;
@@ -30,6 +31,7 @@ use log::LevelFilter;
 pub use admin::{read_token, AdminConfig, AdminToken, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
 pub use health::unescape;
+pub use mysql::{read_password_file, Role, Secret, MAX_PASSWORD, MAX_QUERY};
 
 /// How a service chooses a backend for a new client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +124,22 @@ pub struct HealthCheck {
     pub fall: u32,
     pub send: Vec<u8>,
     pub expect: Vec<u8>,
-    /// Log in as this (passwordless) MySQL/MariaDB user and quit, instead
-    /// of a bare connect that the server would count as an aborted one.
+    /// Log in as this MySQL/MariaDB user, run the queries the role needs
+    /// and quit, instead of a bare connect that the server would count as
+    /// an aborted one.
     pub mysql_user: Option<String>,
+    /// The user's password (`mysql_password`, or the first line of
+    /// `mysql_password_file` as read at load); empty: none.
+    pub mysql_password: Secret,
+    /// Where the password was read from, if from a file.
+    pub mysql_password_file: Option<PathBuf>,
+    /// The role the server must be in to be up; `None` (`any`): logging in
+    /// is enough.
+    pub role: Option<Role>,
+    /// `role = "replica"`: down when replication lags more; `None`: no limit.
+    pub max_replication_lag: Option<Duration>,
+    /// Up only if the first column of this query's first row is true.
+    pub mysql_query: Option<String>,
 }
 
 impl Default for HealthCheck {
@@ -137,6 +152,11 @@ impl Default for HealthCheck {
             send: Vec::new(),
             expect: Vec::new(),
             mysql_user: None,
+            mysql_password: Secret::default(),
+            mysql_password_file: None,
+            role: None,
+            max_replication_lag: None,
+            mysql_query: None,
         }
     }
 }

@@ -37,7 +37,7 @@ pub(super) struct RawAdmin {
     pub(super) socket: Option<PathBuf>,
 }
 
-/// Raw `[service.health_check]` table.
+/// Raw `[service.health_check]` table (its password's `Debug` is `***`).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealthCheck {
@@ -48,6 +48,11 @@ pub(super) struct RawHealthCheck {
     pub(super) send: Option<String>,
     pub(super) expect: Option<String>,
     pub(super) mysql_user: Option<String>,
+    pub(super) mysql_password: Option<super::Secret>,
+    pub(super) mysql_password_file: Option<PathBuf>,
+    pub(super) role: Option<String>,
+    pub(super) max_replication_lag_ms: Option<u64>,
+    pub(super) mysql_query: Option<String>,
 }
 
 /// Raw `[[service.backend]]` entry.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{AdminConfig, BackendConfig, Config, ServiceConfig, StatsConfig};
+use super::{AdminConfig, BackendConfig, Config, HealthCheck, ServiceConfig, StatsConfig};
 
 impl fmt::Display for Config {
     /// The one-screen summary printed by `--check`.
@@ -29,6 +29,9 @@ impl fmt::Display for Config {
         }
         for s in &self.services {
             service_line(f, s)?;
+            if let Some(hc) = &s.health_check {
+                health_line(f, hc)?;
+            }
             for b in &s.backends {
                 backend_line(f, b)?;
             }
@@ -89,6 +92,41 @@ fn service_line(f: &mut fmt::Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
         if n > 0 {
             write!(f, " {key} {n}")?;
         }
+    }
+    writeln!(f)
+}
+
+/// `  health_check interval_ms N timeout_ms N rise N fall N [mysql ...]`:
+/// the password only as `password: set` (or `none`).
+fn health_line(f: &mut fmt::Formatter<'_>, hc: &HealthCheck) -> fmt::Result {
+    write!(
+        f,
+        "  health_check interval_ms {} timeout_ms {} rise {} fall {}",
+        hc.interval.as_millis(),
+        hc.timeout.as_millis(),
+        hc.rise,
+        hc.fall
+    )?;
+    if !hc.send.is_empty() || !hc.expect.is_empty() {
+        write!(f, " send {} bytes expect {} bytes", hc.send.len(), hc.expect.len())?;
+    }
+    let Some(user) = &hc.mysql_user else {
+        return writeln!(f);
+    };
+    let password = if hc.mysql_password.is_empty() { "none" } else { "set" };
+    write!(f, " mysql_user {user:?} password: {password}")?;
+    if let Some(file) = &hc.mysql_password_file {
+        write!(f, " (from {})", file.display())?;
+    }
+    match hc.role {
+        Some(role) => write!(f, " role {role}")?,
+        None => write!(f, " role any")?,
+    }
+    if let Some(lag) = hc.max_replication_lag {
+        write!(f, " max_replication_lag_ms {}", lag.as_millis())?;
+    }
+    if let Some(q) = &hc.mysql_query {
+        write!(f, " mysql_query {q:?}")?;
     }
     writeln!(f)
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use slab::Slab;
 
-use crate::balance::health::{CheckResult, Transition};
+use crate::balance::health::{CheckOutcome, CheckResult, Transition};
 use crate::balance::AdminState;
 use crate::config::HealthCheck;
 use crate::health::check::{Check, Progress};
@@ -245,7 +245,7 @@ impl Prober {
             return Vec::new();
         }
         if probe.check.is_some() {
-            return self.finish(key, CheckResult::TimedOut, services, timers, now);
+            return self.finish(key, CheckResult::TimedOut.into(), services, timers, now);
         }
         self.start(key, services, timers, registry, now)
     }
@@ -292,7 +292,7 @@ impl Prober {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match registry.register(&mut stream, Target::Probe(key).token(), interest) {
                     Ok(()) => {
-                        probe.check = Some(Check::new(stream));
+                        probe.check = Some(Check::new(stream, hc.role));
                         probe.set_due(key, now + hc.timeout, hc.interval, now, &mut self.tags, timers);
                         return Vec::new();
                     }
@@ -301,7 +301,7 @@ impl Prober {
             }
             Err(e) => CheckResult::from_io(&e),
         };
-        self.finish(key, failed, services, timers, now)
+        self.finish(key, failed.into(), services, timers, now)
     }
 
     /// Moves the running check on; has it resumed later if it yielded.
@@ -332,7 +332,7 @@ impl Prober {
     fn finish(
         &mut self,
         key: usize,
-        result: CheckResult,
+        outcome: CheckOutcome,
         services: &mut Slab<Service>,
         timers: &mut Timers,
         now: Instant,
@@ -358,10 +358,10 @@ impl Prober {
             .filter(|b| b.admin != AdminState::Maint)
         {
             let latency = now.saturating_duration_since(probe.started);
-            if result != CheckResult::Ok {
+            if outcome.result != CheckResult::Ok {
                 b.failures += 1;
             }
-            if let Some(t) = b.health.record(result, Some(latency), hc.rise, hc.fall, now) {
+            if let Some(t) = b.health.record_outcome(outcome, Some(latency), hc.rise, hc.fall, now) {
                 changes.push((probe.svc, probe.backend, t));
             }
         }

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod mariadb;
+pub mod mysql;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
