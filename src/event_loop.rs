@@ -221,7 +221,7 @@ impl Proxy {
                 let changes = self
                     .prober
                     .on_event(key, &mut self.state.services, &mut self.timers, now);
-                health::probe::record_changes(&mut self.state, changes);
+                self.probe_changes(changes, now);
             }
             Some(Target::StatsListener) => {
                 if let Some(s) = self.stats.as_mut() {
@@ -233,6 +233,17 @@ impl Proxy {
             Some(Target::AdminSocket) => self.admin.set_pending(true),
             Some(Target::AdminClient(key)) => self.on_admin_event(key, now),
             None => {}
+        }
+    }
+
+    /// Up/down changes probes caused: logged, shown, and the connections
+    /// of backends that went down closed where `close_on_down` asks.
+    fn probe_changes(&mut self, changes: Vec<health::probe::Change>, now: Instant) {
+        if changes.is_empty() {
+            return;
+        }
+        for (svc, b) in health::probe::record_changes(&mut self.state, changes) {
+            self.traffic.backend_down(svc, b, "health check", &mut ctx!(self, now));
         }
     }
 
@@ -251,7 +262,7 @@ impl Proxy {
                         self.poll.registry(),
                         now,
                     );
-                    health::probe::record_changes(&mut self.state, changes);
+                    self.probe_changes(changes, now);
                 }
                 TimerKind::StatsConn(key, id) => {
                     if let Some(s) = self.stats.as_mut() {

@@ -38,8 +38,14 @@ pub struct Service {
 impl Service {
     /// A service listening on `listener`, its backends all up.
     pub fn new(cfg: ServiceConfig, listener: TcpListener, now: Instant) -> Service {
+        let mut balancer = Balancer::new(cfg.strategy, &cfg.backends, now);
+        if cfg.health_check.as_ref().is_some_and(|hc| hc.starts_down()) {
+            for (_, b) in balancer.backends.iter_mut() {
+                b.health.set_up(false, now);
+            }
+        }
         Service {
-            balancer: Balancer::new(cfg.strategy, &cfg.backends, now),
+            balancer,
             cfg: cfg.settings(),
             listener: Some(listener),
             active: 0,
@@ -134,22 +140,27 @@ impl State {
 
     /// A connect to backend `b` failed: a failed check against it (a
     /// passive health check, logged when it takes the backend down), or,
-    /// for a failure on this host, only a local error.
-    pub fn connect_failed(&mut self, svc: usize, b: usize, result: CheckResult, now: Instant) {
+    /// for a failure on this host, only a local error. `true` when it took
+    /// the backend down.
+    pub fn connect_failed(&mut self, svc: usize, b: usize, result: CheckResult, now: Instant) -> bool {
         if result == CheckResult::LocalError {
             self.counters.local_errors += 1;
-            return;
+            return false;
         }
-        let Some(s) = self.services.get_mut(svc) else { return };
+        let Some(s) = self.services.get_mut(svc) else {
+            return false;
+        };
         let Some(be) = s.balancer.backends.get_mut(b) else {
-            return;
+            return false;
         };
         be.failures += 1;
-        let Some(hc) = &s.cfg.health_check else { return };
-        if let Some(t) = be.health.record(result, None, hc.rise, hc.fall, now) {
-            t.log(&s.cfg.name, &be.cfg.address, "client connect");
-            self.changed();
-        }
+        let Some(hc) = &s.cfg.health_check else { return false };
+        let Some(t) = be.health.record(result, None, hc.rise, hc.fall, now) else {
+            return false;
+        };
+        t.log(&s.cfg.name, &be.cfg.address, "client connect");
+        self.changed();
+        !t.up
     }
 
     /// The connect to backend `b` completed.

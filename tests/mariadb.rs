@@ -24,6 +24,16 @@ fn service(name: &str, db: &MariaDb, interval_ms: u64, keys: &str) -> String {
     )
 }
 
+fn stats_json(addr: std::net::SocketAddr) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
 fn setup(db: &MariaDb) {
     db.sql(&format!(
         "CREATE USER 'check'@'%' IDENTIFIED BY '{PASSWORD}'; \
@@ -60,6 +70,9 @@ fn real_mariadb_logins_roles_and_no_aborted_connects() {
     assert_eq!(aborted_after, aborted, "a good login is never an aborted connect");
     assert_eq!(clients_after, clients, "every check quit");
     assert!(!p.log_text().contains("is DOWN"), "{}", p.log_text());
+    // A `role` backend starts down and comes up once a check saw the role.
+    let line = p.wait_log("service=write", SOON);
+    assert!(line.contains("is UP (health check: ok)"), "{line}");
     // The proxy's address is not blocked: a login over TCP from 127.0.0.1
     // passes. (MariaDB exempts loopback from its host cache, so blocking
     // cannot happen here whatever the checks do; `Aborted_connects`, which
@@ -67,16 +80,22 @@ fn real_mariadb_logins_roles_and_no_aborted_connects() {
     assert_eq!(db.try_sql_tcp("check", PASSWORD, "SELECT 1").as_deref(), Ok("1"));
 
     db.sql("SET GLOBAL read_only = 1");
-    let line = p.wait_log("service=write", SOON);
-    assert!(line.contains("is DOWN (health check: role: read-only)"), "{line}");
+    p.wait_log_count("service=write", 2, SOON);
+    let logs = p.log_text();
+    let down = logs
+        .lines()
+        .filter(|l| l.contains("service=write"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(down.contains("is DOWN (health check: role: read-only)"), "{logs}");
     assert_eq!(p.count_log("service=login"), 0, "role any does not care");
     db.sql("SET GLOBAL read_only = 0");
-    p.wait_log_count("service=write", 2, SOON);
+    p.wait_log_count("service=write", 3, SOON);
     let logs = p.log_text();
     let up = logs
         .lines()
         .filter(|l| l.contains("service=write"))
-        .nth(1)
+        .nth(2)
         .unwrap_or_default();
     assert!(up.contains("is UP (health check: ok)"), "{logs}");
     assert!(!p.log_text().contains(PASSWORD));
@@ -89,7 +108,7 @@ fn real_mariadb_wrong_password_is_down_with_access_denied() {
     };
     setup(&db);
     let text = format!(
-        "[global]\nlog_level = \"info\"\n{}{}",
+        "[global]\nlog_level = \"info\"\n[stats]\nlisten = \"127.0.0.1:0\"\ncache_ms = 0\n{}{}",
         service("denied", &db, 100, "mysql_password = \"not-the-password\""),
         service(
             "replica",
@@ -105,9 +124,14 @@ fn real_mariadb_wrong_password_is_down_with_access_denied() {
         line.contains("is DOWN (health check: access denied for user 'check'@'127.0.0.1' (using password: YES))"),
         "{line}"
     );
-    // A writable server is no replica (and its check logs in fine).
-    let line = p.wait_log("service=replica", SOON);
-    assert!(line.contains("is DOWN (health check: role: writable)"), "{line}");
+    // A writable server is no replica (and its check logs in fine): the
+    // backend, down from the start, stays down and says why.
+    wait_for("the replica check to see a writable server", SOON, || {
+        let j = stats_json(p.stats_addr());
+        let b = &j["services"][1]["backends"][0];
+        (b["state"] == "down" && b["last_check"] == "role: writable" && b["role"] == "primary").then_some(())
+    });
+    assert_eq!(p.count_log("service=replica"), 0, "never up, so no change to log");
     assert!(!p.log_text().contains("not-the-password"));
     // The counter the good checks leave alone does see denied logins.
     assert!(db.status("Aborted_connects") > aborted);

@@ -116,6 +116,15 @@ fn set_state(ctl: &mut Ctl<'_>, peer: &Peer, sk: usize, bk: usize, new: AdminSta
     if old == AdminState::Maint && new != AdminState::Maint && check.is_some() {
         ctl.prober.check_now(sk, bk, &ctl.state.services, ctl.timers, ctl.now);
     }
+    if new == AdminState::Maint && old != AdminState::Maint {
+        let mut cx = Ctx {
+            state: ctl.state,
+            registry: ctl.registry,
+            timers: ctl.timers,
+            now: ctl.now,
+        };
+        ctl.traffic.backend_down(sk, bk, "admin maint", &mut cx);
+    }
     ctl.state.changed();
     answer(200, &body)
 }

@@ -142,6 +142,15 @@ pub struct HealthCheck {
     pub mysql_query: Option<String>,
 }
 
+impl HealthCheck {
+    /// Backends checked for a role start down: they take traffic only once
+    /// a check has seen the role, so a fresh start never sends a write to a
+    /// replica.
+    pub fn starts_down(&self) -> bool {
+        self.role.is_some()
+    }
+}
+
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
@@ -187,6 +196,9 @@ pub struct ServiceConfig {
     /// Open connections one client IP may hold; 0 = no limit. A client past
     /// it is accepted and closed at once.
     pub max_connections_per_ip: usize,
+    /// When a backend goes down (health, role, admin maint), close its open
+    /// connections, so clients of a demoted primary reconnect elsewhere.
+    pub close_on_down: bool,
     /// Listen backlog: clients past the connection limits wait here (the
     /// kernel caps it at net.core.somaxconn).
     pub backlog: u32,
@@ -208,6 +220,7 @@ impl ServiceConfig {
             retries,
             max_connections,
             max_connections_per_ip,
+            close_on_down,
             backlog,
             send_proxy,
             health_check,
@@ -222,6 +235,7 @@ impl ServiceConfig {
             retries: *retries,
             max_connections: *max_connections,
             max_connections_per_ip: *max_connections_per_ip,
+            close_on_down: *close_on_down,
             backlog: *backlog,
             send_proxy: *send_proxy,
             health_check: health_check.clone(),

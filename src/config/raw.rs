@@ -77,6 +77,7 @@ pub(super) struct RawService {
     pub(super) retries: Option<u64>,
     pub(super) max_connections: Option<u64>,
     pub(super) max_connections_per_ip: Option<u64>,
+    pub(super) close_on_down: Option<bool>,
     pub(super) backlog: Option<u64>,
     pub(super) send_proxy: Option<String>,
     pub(super) health_check: Option<RawHealthCheck>,

@@ -63,6 +63,7 @@ impl Validator {
             retries,
             max_connections,
             max_connections_per_ip: per_ip,
+            close_on_down: s.close_on_down.unwrap_or(false),
             backlog,
             send_proxy,
             health_check,

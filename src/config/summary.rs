@@ -93,6 +93,9 @@ fn service_line(f: &mut fmt::Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
             write!(f, " {key} {n}")?;
         }
     }
+    if s.close_on_down {
+        write!(f, " close_on_down")?;
+    }
     writeln!(f)
 }
 

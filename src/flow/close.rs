@@ -57,6 +57,26 @@ impl Traffic {
         keys.len()
     }
 
+    /// Backend `b` of `svc` went down (`why`: health check, client connect,
+    /// admin maint): with `close_on_down` its open connections are closed,
+    /// both sides, so clients (of a demoted primary, say) reconnect to a
+    /// backend that is up.
+    pub fn backend_down(&mut self, svc: usize, b: usize, why: &str, cx: &mut Ctx) {
+        let Some(s) = cx.state.services.get(svc).filter(|s| s.cfg.close_on_down) else {
+            return;
+        };
+        let name = s.cfg.name.clone();
+        let address = s
+            .balancer
+            .backends
+            .get(b)
+            .map_or("-".into(), |be| be.cfg.address.clone());
+        let closed = self.close_backend(svc, b, End::BackendDown, cx);
+        if closed > 0 {
+            log::warn!("service={name} backend={address} is down ({why}): closed {closed} connections (close_on_down)");
+        }
+    }
+
     /// Closes every pair (the end of a stop).
     pub fn close_all(&mut self, end: End, cx: &mut Ctx) {
         let keys: Vec<usize> = self.pairs.iter().map(|(k, _)| k).collect();

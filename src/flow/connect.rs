@@ -124,8 +124,11 @@ impl Traffic {
             .services
             .get(svc_key)
             .is_some_and(|s| tried <= s.cfg.retries as usize);
-        cx.state.connect_failed(svc_key, b, result, cx.now);
+        let went_down = cx.state.connect_failed(svc_key, b, result, cx.now);
         cx.state.backend_released(svc_key, b);
+        if went_down {
+            self.backend_down(svc_key, b, "client connect", cx);
+        }
         if !may_retry {
             self.close(key, End::ConnectFailed(result), cx);
         }

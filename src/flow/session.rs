@@ -105,6 +105,8 @@ pub enum End {
     Shutdown,
     /// Closed through the admin API (`close` of its backend).
     Admin,
+    /// The backend went down and its service has `close_on_down`.
+    BackendDown,
 }
 
 impl End {
@@ -128,6 +130,7 @@ impl fmt::Display for End {
             End::LocalError => f.write_str("local_error"),
             End::Shutdown => f.write_str("shutdown"),
             End::Admin => f.write_str("admin_close"),
+            End::BackendDown => f.write_str("backend_down"),
         }
     }
 }

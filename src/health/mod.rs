@@ -4,3 +4,4 @@
 pub mod check;
 pub mod mysql;
 pub mod probe;
+pub mod roles;

@@ -20,6 +20,7 @@ use crate::balance::health::{CheckOutcome, CheckResult, Transition};
 use crate::balance::AdminState;
 use crate::config::HealthCheck;
 use crate::health::check::{Check, Progress};
+use crate::health::roles;
 use crate::io::socket;
 use crate::rng::Rng;
 use crate::state::{Service, State};
@@ -47,16 +48,22 @@ struct Probe {
     resume: Option<u64>,
 }
 
-/// Logs the up/down changes probes caused, and tells stats.
-pub fn record_changes(state: &mut State, changes: Vec<Change>) {
+/// Logs the up/down changes probes caused, and tells stats; the backends
+/// that went down, as (service key, backend key).
+pub fn record_changes(state: &mut State, changes: Vec<Change>) -> Vec<(usize, usize)> {
+    let mut down = Vec::new();
     for (svc_key, b, t) in changes {
         state.changed();
+        if !t.up {
+            down.push((svc_key, b));
+        }
         if let Some(svc) = state.services.get(svc_key) {
             if let Some(backend) = svc.balancer.backends.get(b) {
                 t.log(&svc.cfg.name, &backend.cfg.address, "health check");
             }
         }
     }
+    down
 }
 
 /// A health change to be logged: (service key, backend key, transition).
@@ -292,7 +299,7 @@ impl Prober {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match registry.register(&mut stream, Target::Probe(key).token(), interest) {
                     Ok(()) => {
-                        probe.check = Some(Check::new(stream, hc.role));
+                        probe.check = Some(Check::new(stream, roles::wanted(hc, backend)));
                         probe.set_due(key, now + hc.timeout, hc.interval, now, &mut self.tags, timers);
                         return Vec::new();
                     }
@@ -351,6 +358,14 @@ impl Prober {
         };
         let next = (probe.started + hc.interval).max(now + hc.interval / 4);
         probe.set_due(key, next, hc.interval, now, &mut self.tags, timers);
+        if outcome.result == CheckResult::LocalError {
+            // This host's shortage (no descriptor, no port) says nothing
+            // about the backend: not counted against it.
+            log::debug!("service={}: a health check could not start on this host", svc.cfg.name);
+            return changes;
+        }
+        let outcome = roles::one_primary(svc, probe.backend, outcome);
+        let (rise, fall) = (hc.rise, hc.fall);
         if let Some(b) = svc
             .balancer
             .backends
@@ -361,7 +376,7 @@ impl Prober {
             if outcome.result != CheckResult::Ok {
                 b.failures += 1;
             }
-            if let Some(t) = b.health.record_outcome(outcome, Some(latency), hc.rise, hc.fall, now) {
+            if let Some(t) = b.health.record_outcome(outcome, Some(latency), rise, fall, now) {
                 changes.push((probe.svc, probe.backend, t));
             }
         }

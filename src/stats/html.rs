@@ -78,10 +78,17 @@ fn service_head(h: &mut String, s: &ServiceSnap) {
 }
 
 fn backend_row(h: &mut String, b: &BackendSnap) {
-    let check = match b.last_check_ms {
+    let mut check = match b.last_check_ms {
         Some(ms) => format!("{} ({ms:.1} ms)", esc(&b.last_check)),
         None => esc(&b.last_check),
     };
+    // MySQL checks: the role seen, and a replica's lag.
+    if let Some(role) = b.role {
+        let _ = write!(check, " &middot; {role}");
+    }
+    if let Some(ms) = b.replication_lag_ms {
+        let _ = write!(check, ", lag {:.1} s", ms as f64 / 1000.0);
+    }
     let weight = if b.weight == b.weight_config {
         b.weight.to_string()
     } else {

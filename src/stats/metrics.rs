@@ -10,6 +10,8 @@ enum Rows {
     Process(fn(&Snapshot) -> String),
     Service(fn(&ServiceSnap) -> String),
     Backend(fn(&BackendSnap) -> String),
+    /// Only the backends that have the value, with extra labels (`,k="v"`).
+    BackendSome(fn(&BackendSnap) -> Option<(String, String)>),
 }
 
 /// One metric family: name, type, help text and its samples.
@@ -110,6 +112,21 @@ const FAMILIES: &[Family] = &[
         "Bytes sent to the backend.",
         Rows::Backend(|b| b.bytes_out.to_string()),
     ),
+    family(
+        "easyproxy_backend_role",
+        "gauge",
+        "MySQL checks: 1 with the role the last check saw (primary = writable, replica = read-only); absent when unknown.",
+        Rows::BackendSome(|b| b.role.map(|r| (format!(",role=\"{r}\""), "1".into()))),
+    ),
+    family(
+        "easyproxy_backend_replication_lag_seconds",
+        "gauge",
+        "MySQL replicas: the replication lag the last check saw; absent when unknown.",
+        Rows::BackendSome(|b| {
+            b.replication_lag_ms
+                .map(|ms| (String::new(), format!("{:.3}", ms as f64 / 1000.0)))
+        }),
+    ),
 ];
 
 /// The `/metrics` body.
@@ -134,21 +151,26 @@ fn samples(snap: &Snapshot, rows: &Rows) -> Vec<(String, String)> {
             .iter()
             .map(|s| (format!("{{service=\"{}\"}}", prom_label(&s.name)), value(s)))
             .collect(),
-        Rows::Backend(value) => snap
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.backends.iter().map(move |b| {
-                    let labels = format!(
-                        "{{service=\"{}\",backend=\"{}\"}}",
-                        prom_label(&s.name),
-                        prom_label(&b.address)
-                    );
-                    (labels, value(b))
-                })
-            })
-            .collect(),
+        Rows::Backend(value) => backend_samples(snap, |b| Some((String::new(), value(b)))),
+        Rows::BackendSome(value) => backend_samples(snap, value),
     }
+}
+
+/// One sample per backend that `value` gives one for.
+fn backend_samples(snap: &Snapshot, value: impl Fn(&BackendSnap) -> Option<(String, String)>) -> Vec<(String, String)> {
+    snap.services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
+        .filter_map(|(s, b)| {
+            let (extra, v) = value(b)?;
+            let labels = format!(
+                "{{service=\"{}\",backend=\"{}\"{extra}}}",
+                prom_label(&s.name),
+                prom_label(&b.address)
+            );
+            Some((labels, v))
+        })
+        .collect()
 }
 
 /// A label value with `\`, `"` and newlines escaped.

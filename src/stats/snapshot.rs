@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::Source;
 use crate::balance::{AdminState, Backend};
+use crate::config::Role;
 use crate::state::Service;
 
 #[derive(Serialize)]
@@ -70,6 +71,12 @@ pub struct BackendSnap {
     pub last_check: String,
     pub last_check_ms: Option<f64>,
     pub state_since_ms: u64,
+    /// MySQL checks: what the last check saw the server to be, `primary`
+    /// (writable) or `replica` (read-only), whatever the service wants;
+    /// `null` when unknown or not a MySQL check.
+    pub role: Option<&'static str>,
+    /// MySQL replicas: the replication lag the last check saw.
+    pub replication_lag_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -162,9 +169,14 @@ fn backend_snap(b: &Backend, now: Instant) -> BackendSnap {
         failures: b.failures,
         bytes_in: b.bytes_in,
         bytes_out: b.bytes_out,
-        last_check: b.health.last.to_string(),
+        last_check: b.health.last_text().into_owned(),
         last_check_ms: b.health.last_latency.map(|d| d.as_secs_f64() * 1000.0),
         state_since_ms: now.saturating_duration_since(b.health.last_change).as_millis() as u64,
+        role: b.health.role.map(|r| match r {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }),
+        replication_lag_ms: b.health.replication_lag.map(|d| d.as_millis() as u64),
     }
 }
 

@@ -208,7 +208,11 @@ fn backends(bal: &mut Balancer, cfg: &ServiceConfig, changes: &BackendPlan, now:
                 be.cfg = b;
             }
             None => {
-                bal.backends.insert(Backend::new(b, now));
+                let mut backend = Backend::new(b, now);
+                if cfg.health_check.as_ref().is_some_and(|hc| hc.starts_down()) {
+                    backend.health.set_up(false, now);
+                }
+                bal.backends.insert(backend);
             }
         }
     }
