@@ -32,7 +32,7 @@ const FAILOVER_LIMIT: Duration = Duration::from_secs(2);
 
 fn health_check(role: &str, password: &str, interval_ms: u64) -> String {
     format!(
-        "[service.health_check]\ninterval_ms = {interval_ms}\ntimeout_ms = 2000\nrise = 1\nfall = 1\n\
+        "[service.health_check]\ninterval_ms = {interval_ms}\ntimeout_ms = 1000\nrise = 1\nfall = 1\n\
          mysql_user = \"{CHECK_USER}\"\nmysql_password = \"{password}\"\nrole = \"{role}\"\n"
     )
 }
@@ -120,11 +120,17 @@ fn switchover_moves_writes_within_2s_and_closes_the_demoted_primarys_sessions() 
     // Role backends start down and come up once a check has seen the role.
     wait_reaches("first write", write, old.port, SOON, app_write);
     wait_reaches("first read", read, new.port, SOON, app_port);
-    let s = stats_json(stats);
+    let s = wait_for("every backend checked", SOON, || {
+        let s = stats_json(stats);
+        let checked = |svc: &str, db: &MariaDb| backend(&s, svc, db.addr())["last_check"] != "none";
+        (checked("write", old) && checked("write", new) && checked("read", old) && checked("read", new)).then_some(s)
+    });
     assert_eq!(backend(&s, "write", old.addr())["role"], "primary", "{s}");
     assert_eq!(backend(&s, "write", new.addr())["role"], "replica", "{s}");
     assert_eq!(backend(&s, "write", new.addr())["state"], "down", "{s}");
+    assert_eq!(backend(&s, "write", new.addr())["last_check"], "role: read-only", "{s}");
     assert!(backend(&s, "read", new.addr())["replication_lag_ms"].is_u64(), "{s}");
+    assert_eq!(backend(&s, "read", old.addr())["state"], "up", "login-only backup: {s}");
 
     // A session held open on the primary through `write`.
     let mut held = Client::login(write, APP_USER, APP_PASSWORD).unwrap();
@@ -242,22 +248,24 @@ fn logins_leave_no_aborted_connects_and_wrong_password_is_denied(pair: &Pair) {
     assert!(!p.log_text().contains("is DOWN"), "{}", p.log_text());
     drop(p);
 
-    // A wrong password.
+    // A wrong password: the backend (down from the start, as a role
+    // backend) stays down with the server's message as its reason.
     let text = format!(
-        "[global]\nlog_level = \"info\"\n\n[[service]]\nname = \"denied\"\nlisten = \"127.0.0.1:0\"\n{}\n\
+        "[global]\nlog_level = \"info\"\n\n[stats]\nlisten = \"127.0.0.1:0\"\ncache_ms = 0\n\n\
+         [[service]]\nname = \"denied\"\nlisten = \"127.0.0.1:0\"\n{}\n\
          [[service.backend]]\naddress = \"{}\"\n",
         health_check("replica", "not-the-password", 100),
         replica.addr()
     );
     let p = Running::start(&text);
-    let line = p.wait_log("service=denied", SOON);
-    assert!(
-        line.contains(&format!(
-            "is DOWN (health check: access denied for user '{CHECK_USER}'@'127.0.0.1' (using password: YES))"
-        )),
-        "{line}"
-    );
-    p.wait_log_count("service=denied", 1, SOON);
+    let denied = format!("access denied for user '{CHECK_USER}'@'127.0.0.1' (using password: YES)");
+    let b = wait_for("the denied login in /stats", SOON, || {
+        let b = backend(&stats_json(p.stats_addr()), "denied", replica.addr());
+        (b["last_check"] == denied.as_str()).then_some(b)
+    });
+    assert_eq!(b["state"], "down", "{b}");
+    assert!(b["role"].is_null(), "no role seen without a login: {b}");
+    assert_eq!(app_port(p.addr("denied")), Err("connection closed (EOF)".into()));
     assert!(!p.log_text().contains("not-the-password"));
     // The denied logins are counted, and 127.0.0.1 is still let in.
     assert!(replica.status("Aborted_connects") > replica_before.0);

@@ -12,6 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use easyproxy::health::mysql::auth::{auth_data, handshake_response, parse_auth_switch, parse_greeting, NATIVE};
@@ -354,9 +355,14 @@ impl Pair {
     /// Starts both servers and replication; `None` (after a SKIPPED line)
     /// when MariaDB is not installed, as [`MariaDb::start`].
     pub fn start(test: &str) -> Option<Pair> {
+        // One pair installed at a time: `mariadb-install-db` runs of
+        // several tests at once can collide on their temporary files.
+        static INSTALL: Mutex<()> = Mutex::new(());
         let common = ["--log-bin=mysql-bin", "--log-slave-updates", "--binlog-format=ROW"];
+        let guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
         let primary = MariaDb::start(test, &[&common[..], &["--server-id=1"]].concat())?;
         let replica = MariaDb::start(test, &[&common[..], &["--server-id=2", "--read-only=1"]].concat())?;
+        drop(guard);
         primary.sql(&format!(
             "CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'; \
              GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'; \
