@@ -180,7 +180,7 @@ impl State {
         };
         decrement(&mut be.active, "backend active");
         if be.removed && be.active == 0 {
-            s.balancer.backends.remove(b);
+            s.balancer.remove(b);
         }
     }
 

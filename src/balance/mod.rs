@@ -8,6 +8,7 @@
 //! unless no primary is usable (then only backups are candidates). Weights
 //! are the effective ones: a runtime override, else the file's.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -102,6 +103,11 @@ pub struct Balancer {
     ring: Vec<(u64, usize)>,
     cursor: usize,
     rng: Rng,
+    /// Backend keys by configured address (removed ones still draining
+    /// included): a reload finds its backends without a pass over all.
+    by_address: HashMap<String, usize>,
+    /// The rank the next backend appended to the list gets.
+    next_rank: usize,
 }
 
 impl Balancer {
@@ -113,14 +119,48 @@ impl Balancer {
             ring: Vec::new(),
             cursor: 0,
             rng: Rng::from_clock(),
+            by_address: HashMap::new(),
+            next_rank: 0,
         };
-        for (rank, cfg) in backends.iter().enumerate() {
-            let mut backend = Backend::new(cfg.clone(), now);
-            backend.rank = rank;
-            b.backends.insert(backend);
+        for cfg in backends {
+            b.insert(Backend::new(cfg.clone(), now));
         }
         b.rebuild();
         b
+    }
+
+    /// Adds a backend after the others (a reload may set its rank); its
+    /// key.
+    pub fn insert(&mut self, mut backend: Backend) -> usize {
+        backend.rank = self.next_rank;
+        self.next_rank += 1;
+        let address = backend.cfg.address.clone();
+        let key = self.backends.insert(backend);
+        self.by_address.insert(address, key);
+        key
+    }
+
+    /// Drops a backend (a reload removed it and its last connection ended).
+    pub fn remove(&mut self, key: usize) {
+        if let Some(b) = self.backends.try_remove(key) {
+            if self.by_address.get(&b.cfg.address) == Some(&key) {
+                self.by_address.remove(&b.cfg.address);
+            }
+        }
+    }
+
+    /// The key of the backend configured as `address`.
+    pub fn find(&self, address: &str) -> Option<usize> {
+        self.by_address.get(address).copied()
+    }
+
+    /// Gives backend `key` the rank `rank` (its place in the file); later
+    /// appended backends go after it.
+    pub fn set_rank(&mut self, key: usize, rank: usize) {
+        if let Some(b) = self.backends.get_mut(key) {
+            b.rank = rank;
+            self.next_rank = self.next_rank.max(rank + 1);
+        }
     }
 
     /// Recomputes the tie-break order and (for ip_hash) the ring after

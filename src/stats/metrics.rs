@@ -83,6 +83,21 @@ const FAMILIES: &[Family] = &[
         Rows::Backend(|b| if b.state == "up" { "1".into() } else { "0".into() }),
     ),
     family(
+        "easyproxy_backend_role",
+        "gauge",
+        "MySQL checks: 1 with the role the last check saw (primary = writable, replica = read-only); absent when unknown.",
+        Rows::BackendSome(|b| b.role.map(|r| (format!(",role=\"{r}\""), "1".into()))),
+    ),
+    family(
+        "easyproxy_backend_replication_lag_seconds",
+        "gauge",
+        "MySQL replicas: the replication lag the last check saw; absent when unknown.",
+        Rows::BackendSome(|b| {
+            b.replication_lag_ms
+                .map(|ms| (String::new(), format!("{:.3}", ms as f64 / 1000.0)))
+        }),
+    ),
+    family(
         "easyproxy_backend_connections_active",
         "gauge",
         "Connections open to the backend now.",
@@ -111,21 +126,6 @@ const FAMILIES: &[Family] = &[
         "counter",
         "Bytes sent to the backend.",
         Rows::Backend(|b| b.bytes_out.to_string()),
-    ),
-    family(
-        "easyproxy_backend_role",
-        "gauge",
-        "MySQL checks: 1 with the role the last check saw (primary = writable, replica = read-only); absent when unknown.",
-        Rows::BackendSome(|b| b.role.map(|r| (format!(",role=\"{r}\""), "1".into()))),
-    ),
-    family(
-        "easyproxy_backend_replication_lag_seconds",
-        "gauge",
-        "MySQL replicas: the replication lag the last check saw; absent when unknown.",
-        Rows::BackendSome(|b| {
-            b.replication_lag_ms
-                .map(|ms| (String::new(), format!("{:.3}", ms as f64 / 1000.0)))
-        }),
     ),
 ];
 

@@ -82,6 +82,10 @@ impl MariaDb {
         let server = available(test)?;
         let dir = TempDir::new();
         let data = dir.path("data");
+        // A temp dir of its own: servers bootstrapped at the same time would
+        // otherwise collide on temporary table names in /tmp.
+        let tmp = dir.path("tmp");
+        std::fs::create_dir_all(&tmp).expect("create the server's tmpdir");
         let install = find(&["mariadb-install-db", "mysql_install_db"]).expect("mariadb-install-db");
         let out = Command::new(install)
             .args([
@@ -90,6 +94,7 @@ impl MariaDb {
                 "--user=root",
             ])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .expect("run mariadb-install-db");
         assert!(
@@ -101,6 +106,7 @@ impl MariaDb {
         let child = Command::new(server)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", socket.display()))

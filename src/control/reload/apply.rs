@@ -13,7 +13,7 @@ use mio::Interest;
 use super::plan::{BackendPlan, Plan, ServicePlan};
 use super::Running;
 use crate::balance::{AdminState, Backend, Balancer};
-use crate::config::{BackendConfig, Config, ServiceConfig};
+use crate::config::{Config, ServiceConfig};
 use crate::io::socket;
 use crate::state::Service;
 use crate::token::Target;
@@ -146,8 +146,8 @@ fn kept(svc: &mut Service, cfg: &ServiceConfig, changes: &BackendPlan, l: TcpLis
     if !changes.is_empty() {
         backends(&mut svc.balancer, cfg, changes, now);
     }
-    if cfg.health_check.is_none() {
-        // Without checks nothing would ever bring a down backend back.
+    if cfg.health_check.is_none() && svc.cfg.health_check.is_some() {
+        // Checks removed: nothing would ever bring a down backend back.
         for (_, be) in svc.balancer.backends.iter_mut() {
             be.health.set_up(true, now);
         }
@@ -180,43 +180,44 @@ fn remove(p: &mut Running, key: usize) {
 /// Work is linear in the number of backends, and nothing is cloned for the
 /// ones that did not change.
 fn backends(bal: &mut Balancer, cfg: &ServiceConfig, changes: &BackendPlan, now: Instant) {
-    let (keys, fresh) = {
-        let index: HashMap<&str, usize> = bal.backends.iter().map(|(k, b)| (b.cfg.address.as_str(), k)).collect();
-        let wanted: HashSet<&str> = changes
-            .added
-            .iter()
-            .chain(&changes.changed)
-            .map(String::as_str)
-            .collect();
-        let fresh: Vec<(Option<usize>, BackendConfig)> = cfg
-            .backends
-            .iter()
-            .filter(|b| wanted.contains(b.address.as_str()))
-            .map(|b| (index.get(b.address.as_str()).copied(), b.clone()))
-            .collect();
-        let keys: Vec<usize> = changes
-            .removed
-            .iter()
-            .filter_map(|a| index.get(a.as_str()).copied())
-            .collect();
-        (keys, fresh)
-    };
-    for (key, b) in fresh {
-        match key.and_then(|k| bal.backends.get_mut(k)) {
-            Some(be) => {
-                be.removed = false;
-                be.cfg = b;
+    let wanted: HashSet<&str> = changes
+        .added
+        .iter()
+        .chain(&changes.changed)
+        .map(String::as_str)
+        .collect();
+    let start_down = cfg.health_check.as_ref().is_some_and(|hc| hc.starts_down());
+    for (rank, b) in cfg.backends.iter().enumerate() {
+        if !wanted.contains(b.address.as_str()) {
+            if changes.reordered {
+                if let Some(k) = bal.find(&b.address) {
+                    bal.set_rank(k, rank);
+                }
+            }
+            continue;
+        }
+        let key = match bal.find(&b.address).filter(|&k| bal.backends.get(k).is_some()) {
+            Some(k) => {
+                if let Some(be) = bal.backends.get_mut(k) {
+                    be.removed = false;
+                    be.cfg = b.clone();
+                }
+                k
             }
             None => {
-                let mut backend = Backend::new(b, now);
-                if cfg.health_check.as_ref().is_some_and(|hc| hc.starts_down()) {
+                let mut backend = Backend::new(b.clone(), now);
+                if start_down {
                     backend.health.set_up(false, now);
                 }
-                bal.backends.insert(backend);
+                bal.insert(backend)
             }
+        };
+        if changes.reordered {
+            bal.set_rank(key, rank);
         }
     }
-    for k in keys {
+    for address in &changes.removed {
+        let Some(k) = bal.find(address) else { continue };
         match bal.backends.get_mut(k) {
             Some(be) if be.active > 0 => {
                 // Gone from the file: what an operator said of it is forgotten.
@@ -224,24 +225,8 @@ fn backends(bal: &mut Balancer, cfg: &ServiceConfig, changes: &BackendPlan, now:
                 be.admin = AdminState::Ready;
                 be.weight_override = None;
             }
-            Some(_) => {
-                bal.backends.remove(k);
-            }
+            Some(_) => bal.remove(k),
             None => {}
-        }
-    }
-    // Ranks follow the new file's order (new backends were appended).
-    let ranks: Vec<(usize, usize)> = {
-        let index: HashMap<&str, usize> = bal.backends.iter().map(|(k, b)| (b.cfg.address.as_str(), k)).collect();
-        cfg.backends
-            .iter()
-            .enumerate()
-            .filter_map(|(rank, b)| index.get(b.address.as_str()).map(|&k| (k, rank)))
-            .collect()
-    };
-    for (k, rank) in ranks {
-        if let Some(be) = bal.backends.get_mut(k) {
-            be.rank = rank;
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct BackendPlan {
     pub added: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
+    /// The backends kept changed their order, or one was added before a
+    /// kept one: every backend's rank must be set anew (otherwise the new
+    /// ones just go after the others).
+    pub reordered: bool,
 }
 
 impl Plan {
@@ -93,14 +97,25 @@ impl BackendPlan {
     }
 
     fn new(old: &[BackendConfig], new: &[BackendConfig]) -> BackendPlan {
-        let before: HashMap<&str, &BackendConfig> = old.iter().map(|b| (b.address.as_str(), b)).collect();
+        let before: HashMap<&str, (usize, &BackendConfig)> = old
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.address.as_str(), (i, b)))
+            .collect();
         let after: HashSet<&str> = new.iter().map(|b| b.address.as_str()).collect();
         let mut plan = BackendPlan::default();
+        // Position in the old list of the last kept backend seen so far.
+        let mut last_kept: Option<usize> = None;
         for b in new {
             match before.get(b.address.as_str()) {
                 None => plan.added.push(b.address.clone()),
-                Some(o) if *o != b => plan.changed.push(b.address.clone()),
-                Some(_) => {}
+                Some(&(i, o)) => {
+                    plan.reordered |= last_kept.is_some_and(|l| i < l) || !plan.added.is_empty();
+                    last_kept = Some(i);
+                    if o != b {
+                        plan.changed.push(b.address.clone());
+                    }
+                }
             }
         }
         plan.removed = old
@@ -258,6 +273,7 @@ mod tests {
                     added: vec!["127.0.0.1:4".into()],
                     changed: vec![],
                     removed: vec!["127.0.0.1:1".into()],
+                    reordered: false,
                 },
             }
         );
@@ -310,5 +326,31 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_backend_added_in_front_or_a_new_order_reranks() {
+        let backends = |list: &[&str]| {
+            let c = config(&service("a", 7001, list, ""));
+            let Some(ServicePlan::Kept { backends, .. }) =
+                Plan::new(&config(&service("a", 7001, &["127.0.0.1:1", "127.0.0.1:2"], "")), &c)
+                    .services
+                    .into_iter()
+                    .next()
+            else {
+                panic!("kept expected")
+            };
+            backends
+        };
+        assert!(
+            !backends(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]).reordered,
+            "appended"
+        );
+        assert!(!backends(&["127.0.0.1:2"]).reordered, "removed");
+        assert!(
+            backends(&["127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:2"]).reordered,
+            "added in front"
+        );
+        assert!(backends(&["127.0.0.1:2", "127.0.0.1:1"]).reordered, "swapped");
     }
 }
