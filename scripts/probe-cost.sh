@@ -66,19 +66,21 @@ mysql_password = \"$CHECK_PW\"" ;;
   sleep 1 # past the start, where every backend is checked at once
 
   conn0=$(status Connections) aborted0=$(status Aborted_connects)
-  p0=$(cpu_ticks "$proxy") d0=$(cpu_ticks "$db2_pid") t0=$(date +%s%N)
+  p0=$(cpu_ticks "$proxy") k0=$(sys_ticks "$proxy") d0=$(cpu_ticks "$db2_pid") t0=$(date +%s%N)
   sleep "$DURATION" # the measurement window
-  p1=$(cpu_ticks "$proxy") d1=$(cpu_ticks "$db2_pid") t1=$(date +%s%N)
+  p1=$(cpu_ticks "$proxy") k1=$(sys_ticks "$proxy") d1=$(cpu_ticks "$db2_pid") t1=$(date +%s%N)
   conn1=$(status Connections) aborted1=$(status Aborted_connects)
   up=$(ups)
 
-  line=$(awk -v p=$((p1 - p0)) -v d=$((d1 - d0)) -v ns=$((t1 - t0)) -v hz="$hz" \
+  line=$(awk -v p=$((p1 - p0)) -v k=$((k1 - k0)) -v d=$((d1 - d0)) -v ns=$((t1 - t0)) -v hz="$hz" \
     -v checks=$((conn1 - conn0 - 2)) -v n="$N" -v iv="$INTERVAL_MS" -v mode="$mode" \
     -v aborted=$((aborted1 - aborted0)) -v up="$up" 'BEGIN {
       s = ns / 1e9; cpu = p / hz; per = 0
       if (checks > 0) per = 1e6 * cpu / checks
-      printf "%-8s %3d backends / %d ms: %.1f s, %d checks (%.0f/s, expected %.0f/s), easyproxy CPU %.2f s = %.2f%% of one core, %.1f us per check; mariadbd CPU %.2f%%; Aborted_connects +%d; %d/%d up",
-        mode, n, iv, s, checks, checks / s, n * 1000 / iv, cpu, 100 * cpu / s,
+      kernel = 0
+      if (p > 0) kernel = 100 * k / p
+      printf "%-8s %3d backends / %d ms: %.1f s, %d checks (%.0f/s, expected %.0f/s), easyproxy CPU %.2f s = %.2f%% of one core (%.0f%% of it in the kernel), %.1f us per check; mariadbd CPU %.2f%%; Aborted_connects +%d; %d/%d up",
+        mode, n, iv, s, checks, checks / s, n * 1000 / iv, cpu, 100 * cpu / s, kernel,
         per, 100 * d / hz / s, aborted, up, n
     }')
   echo "$line"

@@ -152,11 +152,16 @@ http_get() { # PORT PATH: the body of GET PATH from 127.0.0.1:PORT
   exec 3<&-
 }
 
-# cpu_ticks PID: utime + stime from /proc/PID/stat, in clock ticks
-cpu_ticks() {
-  local stat
+# cpu_ticks PID: utime + stime from /proc/PID/stat, in clock ticks;
+# sys_ticks PID: stime alone
+cpu_ticks() { stat_fields "$1" 12 13; }
+sys_ticks() { stat_fields "$1" 13; }
+stat_fields() { # PID N...: the sum of fields N (counted after the command name)
+  local stat sum=0 n
   stat=$(<"/proc/$1/stat")
-  stat=${stat##*) }            # the fields after the command name
-  set -- $stat
-  echo $(( ${12} + ${13} ))    # fields 14 and 15 of the whole line
+  stat=${stat##*) }            # the fields after "(command) "
+  read -r -a f <<<"$stat"
+  shift
+  for n in "$@"; do sum=$(( sum + f[n - 1] )); done
+  echo "$sum"
 }
