@@ -7,19 +7,21 @@
 //! pair ends with an access-log line (`flow::close`). `state` counts every
 //! step. Around that flow, on the same loop: active health checks
 //! (`health`), the stats endpoint (`stats`), the admin API (`admin`), and
-//! the control side (`control`: signals, reload, limits, the log sink).
+//! the control side (`control`: signals, reload, limits); `logsink` takes
+//! every log line off the loop.
 //! `ctl` is the admin API's command-line client. `event_loop` polls
 //! and dispatches; `token` says which socket an event is about; `timer`
 //! keeps the deadlines.
 //!
 //! Dependencies point one way, from the bottom of this list up:
-//! `io`, `config`, `rng`, `token`, `timer` (leaves) <- `balance` <- `state`
+//! `io`, `config`, `logsink`, `rng`, `token`, `timer` (leaves) <- `balance` <- `state`
 //! <- `flow` <- `health`, `stats` <- `admin` <- `control` <- `event_loop`;
 //! `ctl` stands apart (it talks to a running proxy over a socket).
 
 // Leaves.
 pub mod config;
 pub mod io;
+pub mod logsink;
 pub mod rng;
 pub mod timer;
 pub mod token;

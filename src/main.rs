@@ -108,7 +108,7 @@ fn run(config: Config, path: PathBuf) -> Result<(), String> {
         Ok(proxy)
     });
     let mut proxy = started.inspect_err(|_| {
-        easyproxy::control::logsink::finish();
+        easyproxy::logsink::finish();
     })?;
     log::info!(
         "easyproxy {} started (pid {})",
@@ -119,7 +119,7 @@ fn run(config: Config, path: PathBuf) -> Result<(), String> {
     if let Err(e) = &result {
         log::error!("event loop failed: {e}");
     }
-    easyproxy::control::logsink::finish();
+    easyproxy::logsink::finish();
     // A reload may have moved the pid file (or failed to, keeping the first).
     for path in [&pid_file, &proxy.config.global.pid_file].into_iter().flatten() {
         remove_pid_file(path);
@@ -141,7 +141,7 @@ fn init_logging(config: &Config) -> Result<(), String> {
     // The loop's lines are handed to the log writer thread once per turn
     // (the loop calls `log::logger().flush()`); the writer does the writes.
     let path = config.global.log_file.as_deref();
-    let sink = easyproxy::control::logsink::Sink::new(path).map_err(|e| {
+    let sink = easyproxy::logsink::Sink::new(path).map_err(|e| {
         format!(
             "cannot open log file {}: {e}",
             path.map_or("-".into(), |p| p.display().to_string())

@@ -1,8 +1,7 @@
 //! The control side: signals, reading and applying a reloaded file, process
-//! limits and the log sink.
+//! limits.
 
 pub mod limits;
 pub mod loader;
-pub mod logsink;
 pub mod reload;
 pub mod signals;

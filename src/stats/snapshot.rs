@@ -103,7 +103,7 @@ pub fn snapshot(src: &Source<'_>, now: Instant) -> Snapshot {
         bytes_out: c.bytes_out,
         buffers_in_use: src.buffers_in_use,
         timers_pending: src.timers_pending,
-        log_lines_dropped: crate::control::logsink::lines_dropped(),
+        log_lines_dropped: crate::logsink::lines_dropped(),
         services: state
             .services
             .iter()

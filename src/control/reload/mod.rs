@@ -164,7 +164,7 @@ fn log_new_listeners(p: &Running, plan: &Plan, new: &Config) {
 /// The new configuration takes over: the log is reopened (rotation is
 /// "move the file, SIGHUP"), pools and limits apply to new connections.
 fn set_config(p: &mut Running, config: Config) {
-    if let Err(e) = crate::control::logsink::reopen(config.global.log_file.as_deref()) {
+    if let Err(e) = crate::logsink::reopen(config.global.log_file.as_deref()) {
         log::error!("cannot reopen the log: {e}; logging goes on to the old file");
     }
     p.traffic.configure(&config.global);
