@@ -166,7 +166,7 @@ fn switchover_moves_writes_within_2s_and_closes_the_demoted_primarys_sessions() 
         "the session on the demoted primary is still open"
     );
     eprintln!(
-        "FIGURE close_on_down: the session on the demoted primary closed {} ms after the switchover began",
+        "FIGURE close_on_down: the session on the demoted primary found closed {} ms after the switchover began",
         ms(begun.elapsed())
     );
     assert!(held.query("SELECT 1").is_err());
