@@ -81,6 +81,8 @@ daemons+=("$proxy")
 lands_on() { [ "$(app "$1" 'SELECT @@port')" = "$2" ]; }
 wait_until 30 "writes through the proxy (see $work/easyproxy.log)" lands_on "$W" "$P1"
 wait_until 30 "reads through the proxy" lands_on "$R" "$P2"
+all_checked() { ! http_get "$S" /stats | grep -Eq '"last_check": *"none"'; }
+wait_until 10 "a first check of every backend" all_checked
 
 roles() { # the role fields of /stats
   local json
