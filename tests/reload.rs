@@ -601,3 +601,23 @@ fn a_reload_keeps_the_files_backend_order() {
         .collect();
     assert_eq!(order, [c.addr, a.addr, b.addr].map(|x| x.to_string()));
 }
+
+/// A reload that only changes the order of the backends applies it.
+#[test]
+fn a_reload_that_only_reorders_backends_applies_the_order() {
+    let (a, b) = (Backend::tagged("A"), Backend::tagged("B"));
+    let listen = free_addr();
+    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], ""));
+    reload_and_wait(
+        &p,
+        &cfg(listen, "round_robin", &[(b.addr, ""), (a.addr, "")], ""),
+        "reload done",
+    );
+    let order: Vec<String> = stats(&p)["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, [b.addr, a.addr].map(|x| x.to_string()));
+}

@@ -171,3 +171,23 @@ fn close_on_down_closes_the_sessions_of_a_backend_that_goes_down() {
     assert!(line.contains("closed 1 connections"), "{line}");
     p.wait_log("end=backend_down", SOON);
 }
+
+/// Only a backend its check saw writable counts as "the primary": when a
+/// reload turns a login-only service into a `role = "primary"` one, a
+/// read-only server that was up does not hold the writable one down.
+#[test]
+fn only_a_backend_seen_writable_holds_the_primary_slot() {
+    let (ro, rw) = (replica(), server());
+    let servers = [(&ro, ""), (&rw, "")];
+    let p = Running::start(&config(&servers, "", ""));
+    wait_for("both up (login only)", SOON, || {
+        let (a, b) = (backend(&p, ro.backend.addr), backend(&p, rw.backend.addr));
+        (a["state"] == "up" && b["state"] == "up").then_some(())
+    });
+    p.reload(&config(&servers, "role = \"primary\"", ""));
+    wait_for("the writable server to be the only one up", SOON, || {
+        let (a, b) = (backend(&p, ro.backend.addr), backend(&p, rw.backend.addr));
+        (a["state"] == "down" && b["state"] == "up" && b["role"] == "primary").then_some(())
+    });
+    assert_eq!(p.count_log("is writable too"), 0, "{}", p.log_text());
+}

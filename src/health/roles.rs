@@ -7,7 +7,7 @@
 //! can.
 
 use crate::balance::health::{CheckOutcome, CheckResult};
-use crate::balance::Backend;
+use crate::balance::{AdminState, Backend};
 use crate::config::{HealthCheck, Role};
 use crate::state::Service;
 
@@ -36,7 +36,11 @@ pub fn one_primary(svc: &Service, key: usize, outcome: CheckOutcome) -> CheckOut
         .balancer
         .backends
         .iter()
-        .find(|(k, b)| *k != key && !b.removed && b.is_up())
+        .find(|(k, b)| {
+            // The primary: up, seen writable by its last check, and not
+            // parked in maintenance (whose checks stopped).
+            *k != key && !b.removed && b.is_up() && b.health.role == Some(Role::Primary) && b.admin != AdminState::Maint
+        })
         .map(|(_, b)| b.cfg.address.as_str())
     else {
         return outcome;

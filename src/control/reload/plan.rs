@@ -91,9 +91,9 @@ impl Plan {
 }
 
 impl BackendPlan {
-    /// No backend is added, changed or removed.
+    /// No backend is added, changed, removed or moved.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty() && !self.reordered
     }
 
     fn new(old: &[BackendConfig], new: &[BackendConfig]) -> BackendPlan {
