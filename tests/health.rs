@@ -352,15 +352,6 @@ fn two_services(first: &str, first_backend: SocketAddr, second: &str, second_bac
     )
 }
 
-fn stats_json(addr: SocketAddr) -> serde_json::Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(SOON)).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
-}
-
 #[test]
 fn a_flood_of_auth_switches_neither_stalls_other_traffic_nor_passes_the_check() {
     let flood = auth_switch_flood();

@@ -12,12 +12,7 @@ use common::*;
 use serde_json::Value;
 
 fn stats(addr: SocketAddr) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(SOON)).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+    stats_json(addr)
 }
 
 fn reset(s: TcpStream) {

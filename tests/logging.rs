@@ -81,12 +81,7 @@ fn start_stalled() -> Stalled {
 }
 
 fn stats(addr: SocketAddr) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(SOON)).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+    stats_json(addr)
 }
 
 fn metric(addr: SocketAddr, name: &str) -> Option<f64> {

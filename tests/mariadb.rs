@@ -24,16 +24,6 @@ fn service(name: &str, db: &MariaDb, interval_ms: u64, keys: &str) -> String {
     )
 }
 
-fn stats_json(addr: std::net::SocketAddr) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(SOON)).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
-}
-
 fn setup(db: &MariaDb) {
     db.sql(&format!(
         "CREATE USER 'check'@'%' IDENTIFIED BY '{PASSWORD}'; \

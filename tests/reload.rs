@@ -34,12 +34,7 @@ fn cfg(listen: SocketAddr, strategy: &str, backends: &[(SocketAddr, &str)], more
 }
 
 fn stats(p: &Running) -> Value {
-    let mut s = TcpStream::connect(p.stats_addr()).unwrap();
-    s.set_read_timeout(Some(SOON)).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+    stats_json(p.stats_addr())
 }
 
 fn reload_and_wait(p: &Running, text: &str, outcome: &str) -> String {

@@ -49,13 +49,7 @@ fn replica() -> Server {
 }
 
 fn stats(p: &Running) -> Value {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(p.stats_addr()).unwrap();
-    s.set_read_timeout(Some(SOON)).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+    stats_json(p.stats_addr())
 }
 
 /// The `/stats` entry of the backend at `addr`.

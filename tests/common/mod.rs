@@ -411,6 +411,16 @@ pub fn service_config(extra_service: &str, backends: &[SocketAddr]) -> String {
     c
 }
 
+/// The `/stats` JSON of the stats listener at `addr`.
+pub fn stats_json(addr: SocketAddr) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
 /// FNV-1a over a byte stream, for checksums of large transfers.
 pub fn fnv(h: &mut u64, bytes: &[u8]) {
     for &b in bytes {
