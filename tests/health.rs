@@ -517,3 +517,28 @@ fn narrow_port_range_scenario() {
     assert_eq!(s["services"][0]["backends"][0]["failures"], 0);
     assert!(s["connections"]["local_errors"].as_u64().unwrap() > 0, "{s}");
 }
+
+/// With `close_on_down`, a client still connecting to a backend that goes
+/// down is sent to another backend, not closed.
+#[test]
+fn close_on_down_sends_connecting_clients_elsewhere() {
+    // A listener whose backlog is full drops SYNs: connects to it hang,
+    // and its health check times out.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.listen(1).unwrap();
+    let stuck = sock.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<TcpStream> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&stuck, Duration::from_millis(300)).ok())
+        .collect();
+    let b = Backend::tagged("B");
+    let p = Running::start(&hc_service(
+        "interval_ms = 1000\ntimeout_ms = 800\nrise = 1\nfall = 1",
+        &[(stuck, ""), (b.addr, "")],
+        "close_on_down = true\nconnect_timeout_ms = 20000",
+    ));
+    let mut c = connect(p.addr("svc")); // round robin: the first client goes to the stuck one
+    c.set_read_timeout(Some(SOON)).unwrap();
+    assert_eq!(String::from_utf8(read_n(&mut c, 1)).unwrap(), "B", "{}", p.log_text());
+    assert!(p.log_text().contains(&format!("backend={stuck} is DOWN")));
+}

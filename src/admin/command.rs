@@ -101,8 +101,15 @@ fn set_state(ctl: &mut Ctl<'_>, peer: &Peer, sk: usize, bk: usize, new: AdminSta
     let check = svc.cfg.health_check.as_ref();
     if old == AdminState::Maint && new != AdminState::Maint {
         if let Some(hc) = check {
-            b.health.successes = 0;
-            b.health.fails = hc.fall.saturating_sub(1);
+            if hc.starts_down() {
+                // No check ran in maintenance: with a role, what the last
+                // one saw may no longer hold (a failover meanwhile), so
+                // the backend waits, down, for the check that runs now.
+                b.health.restart(true, ctl.now);
+            } else {
+                b.health.successes = 0;
+                b.health.fails = hc.fall.saturating_sub(1);
+            }
         }
     }
     log::warn!("admin: peer={peer} {new} {}/{}", svc.cfg.name, b.cfg.address);

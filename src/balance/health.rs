@@ -164,6 +164,15 @@ impl Transition {
 }
 
 impl HealthState {
+    /// Forgets what checks saw and starts afresh, down when `down` (a
+    /// backend that now means another server, or is back from maint or
+    /// from removal in a service whose backends start down).
+    pub fn restart(&mut self, down: bool, now: Instant) {
+        self.set_up(!down, now);
+        self.role = None;
+        self.replication_lag = None;
+    }
+
     /// Backends start up.
     pub fn new(now: Instant) -> HealthState {
         HealthState {
@@ -196,7 +205,8 @@ impl HealthState {
     }
 
     /// Counts one probe check against `rise`/`fall` and keeps what it saw
-    /// (detail, role, lag); returns the state change it caused, if any.
+    /// (detail; role and lag unless it failed before seeing them); returns
+    /// the state change it caused, if any.
     pub fn record_outcome(
         &mut self,
         outcome: CheckOutcome,
@@ -211,8 +221,13 @@ impl HealthState {
             role,
             replication_lag,
         } = outcome;
-        self.role = role;
-        self.replication_lag = replication_lag;
+        // A check that saw no role (it failed before asking: a timeout, a
+        // reset) keeps the role seen last: a primary that misses a check
+        // is still the primary for the one-primary rule.
+        if role.is_some() || result == CheckResult::Ok {
+            self.role = role;
+            self.replication_lag = replication_lag;
+        }
         let mut t = self.record(result, latency, rise, fall, now);
         if let Some(t) = &mut t {
             t.detail.clone_from(&detail);

@@ -163,6 +163,13 @@ impl Balancer {
         }
     }
 
+    /// Puts backend `key` after every other one (a removed backend the file
+    /// lists again, at its end).
+    pub fn move_last(&mut self, key: usize) {
+        let rank = self.next_rank;
+        self.set_rank(key, rank);
+    }
+
     /// Recomputes the tie-break order and (for ip_hash) the ring after
     /// backends were added, removed or re-weighted, or the strategy changed.
     pub fn rebuild(&mut self) {

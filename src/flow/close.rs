@@ -4,7 +4,7 @@
 
 use log::info;
 
-use super::session::End;
+use super::session::{End, Phase};
 use super::{Ctx, Traffic};
 use crate::io::socket;
 
@@ -60,7 +60,8 @@ impl Traffic {
     /// Backend `b` of `svc` went down (`why`: health check, client connect,
     /// admin maint): with `close_on_down` its open connections are closed,
     /// both sides, so clients (of a demoted primary, say) reconnect to a
-    /// backend that is up.
+    /// backend that is up; clients still connecting to it are sent to
+    /// another backend.
     pub fn backend_down(&mut self, svc: usize, b: usize, why: &str, cx: &mut Ctx) {
         let Some(s) = cx.state.services.get(svc).filter(|s| s.cfg.close_on_down) else {
             return;
@@ -71,6 +72,16 @@ impl Traffic {
             .backends
             .get(b)
             .map_or("-".into(), |be| be.cfg.address.clone());
+        // Clients still connecting to it try another backend instead.
+        let connecting: Vec<usize> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.service == svc && p.backend == Some(b) && p.phase == Phase::Connecting)
+            .map(|(k, _)| k)
+            .collect();
+        for key in connecting {
+            self.redirect(key, cx);
+        }
         let closed = self.close_backend(svc, b, End::BackendDown, cx);
         if closed > 0 {
             log::warn!("service={name} backend={address} is down ({why}): closed {closed} connections (close_on_down)");

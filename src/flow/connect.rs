@@ -135,6 +135,19 @@ impl Traffic {
         may_retry
     }
 
+    /// A connect in progress to a backend that went down: abandoned without
+    /// counting against the backend, and the client tries another one.
+    pub(super) fn redirect(&mut self, key: usize, cx: &mut Ctx) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        pair.server = None; // closes the socket
+        pair.connect_deadline = None;
+        let Some(b) = pair.backend.take() else { return };
+        pair.tried.push(b);
+        let svc = pair.service;
+        cx.state.backend_released(svc, b);
+        self.connect(key, cx);
+    }
+
     /// The connect deadline passed.
     pub(super) fn connect_timed_out(&mut self, key: usize, cx: &mut Ctx) {
         if self.connect_failed(key, CheckResult::TimedOut, "no answer in time", cx) {

@@ -61,3 +61,64 @@ pub fn one_primary(svc: &Service, key: usize, outcome: CheckOutcome) -> CheckOut
         ..outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::time::Instant;
+
+    fn svc() -> Service {
+        let text = "[[service]]\nname = \"w\"\nlisten = \"127.0.0.1:0\"\n\
+            [service.health_check]\nmysql_user = \"u\"\nrole = \"primary\"\n\
+            [[service.backend]]\naddress = \"127.0.0.1:1\"\n[[service.backend]]\naddress = \"127.0.0.1:2\"\n";
+        let cfg = Config::parse(text).unwrap();
+        let l = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        Service::new(cfg.services[0].clone(), l, Instant::now())
+    }
+    fn ok_primary() -> CheckOutcome {
+        CheckOutcome {
+            role: Some(Role::Primary),
+            ..CheckOutcome::from(CheckResult::Ok)
+        }
+    }
+    fn check(s: &mut Service, k: usize, o: CheckOutcome) {
+        let o = one_primary(s, k, o);
+        let (rise, fall) = (2, 3);
+        s.balancer.backends[k]
+            .health
+            .record_outcome(o, None, rise, fall, Instant::now());
+    }
+
+    /// A is the primary; two of its checks time out (still up, fall = 3),
+    /// its role is forgotten, B (also writable) rises: both up. Then each
+    /// blocks the other and both go down.
+    #[test]
+    fn a_primary_that_misses_checks_keeps_the_slot() {
+        let mut s = svc();
+        let (a, b) = (0, 1);
+        check(&mut s, a, ok_primary());
+        check(&mut s, a, ok_primary());
+        assert!(s.balancer.backends[a].is_up());
+        check(&mut s, b, ok_primary());
+        assert!(!s.balancer.backends[b].is_up(), "held down by the rule");
+        // A's checks time out twice (overloaded): still up, role forgotten.
+        check(&mut s, a, CheckResult::TimedOut.into());
+        check(&mut s, b, ok_primary());
+        check(&mut s, a, CheckResult::TimedOut.into());
+        check(&mut s, b, ok_primary());
+        assert!(
+            !(s.balancer.backends[a].is_up() && s.balancer.backends[b].is_up()),
+            "two writable backends up at once in a role=primary service"
+        );
+        // A answers again: each check now sees the other as primary.
+        for _ in 0..3 {
+            check(&mut s, a, ok_primary());
+            check(&mut s, b, ok_primary());
+        }
+        assert!(
+            s.balancer.backends[a].is_up() || s.balancer.backends[b].is_up(),
+            "both writable servers went down: no primary at all"
+        );
+    }
+}

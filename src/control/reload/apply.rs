@@ -198,9 +198,20 @@ fn backends(bal: &mut Balancer, cfg: &ServiceConfig, changes: &BackendPlan, now:
         }
         let key = match bal.find(&b.address).filter(|&k| bal.backends.get(k).is_some()) {
             Some(k) => {
+                let mut revived = false;
                 if let Some(be) = bal.backends.get_mut(k) {
+                    // Back from removal (no checks ran meanwhile) or now
+                    // another server (the name resolves elsewhere): what
+                    // checks saw of it no longer holds.
+                    revived = be.removed;
+                    if be.removed || be.cfg.addr != b.addr {
+                        be.health.restart(start_down, now);
+                    }
                     be.removed = false;
                     be.cfg = b.clone();
+                }
+                if revived && !changes.reordered {
+                    bal.move_last(k);
                 }
                 k
             }
@@ -228,5 +239,82 @@ fn backends(bal: &mut Balancer, cfg: &ServiceConfig, changes: &BackendPlan, now:
             Some(_) => bal.remove(k),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cfg(backends: &[&str]) -> Config {
+        let mut t = String::from("[[service]]\nname = \"w\"\nlisten = \"127.0.0.1:0\"\n[service.health_check]\nmysql_user = \"u\"\nrole = \"primary\"\n");
+        for b in backends {
+            t.push_str(&format!("[[service.backend]]\naddress = \"{b}\"\n"));
+        }
+        Config::parse(&t).unwrap()
+    }
+
+    fn step(bal: &mut Balancer, old: &Config, new: &Config) {
+        let plan = Plan::new(old, new);
+        let ServicePlan::Kept { backends: bp, .. } = &plan.services[0] else {
+            panic!()
+        };
+        backends(bal, &new.services[0], bp, Instant::now());
+        bal.rebuild();
+    }
+
+    #[test]
+    fn a_revived_role_backend_starts_down() {
+        let now = Instant::now();
+        let c1 = cfg(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let mut bal = Balancer::new(c1.services[0].strategy, &c1.services[0].backends, now);
+        // A (127.0.0.1:1) was the primary, up, and has an open connection.
+        bal.backends[0].health.role = Some(crate::config::Role::Primary);
+        bal.backends[0].active = 1;
+        for (_, b) in bal.backends.iter_mut() {
+            b.health.up = b.cfg.address.ends_with(":1");
+        }
+        // Reload 1 removes A: it drains.
+        let c2 = cfg(&["127.0.0.1:2"]);
+        step(&mut bal, &c1, &c2);
+        assert!(bal.backends[0].removed);
+        // Meanwhile B is promoted and comes up.
+        bal.backends[1].health.up = true;
+        bal.backends[1].health.role = Some(crate::config::Role::Primary);
+        // Reload 2 adds A back, after B.
+        let c3 = cfg(&["127.0.0.1:2", "127.0.0.1:1"]);
+        step(&mut bal, &c2, &c3);
+        let a = bal.find("127.0.0.1:1").unwrap();
+        assert_eq!(a, 0, "revived, same key");
+        let stale_up = bal.backends[a].is_up();
+        let order: Vec<&str> = bal
+            .order()
+            .iter()
+            .map(|&k| bal.backends[k].cfg.address.as_str())
+            .collect();
+        eprintln!("revived A up={stale_up}; order={order:?} (file: [:2, :1])");
+        assert!(
+            !stale_up,
+            "a role backend re-added by a reload is up at once (stale), two primaries usable"
+        );
+    }
+
+    #[test]
+    fn a_revived_backend_takes_its_place_in_the_file() {
+        let now = Instant::now();
+        let c1 = cfg(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let mut bal = Balancer::new(c1.services[0].strategy, &c1.services[0].backends, now);
+        bal.backends[0].active = 1;
+        let c2 = cfg(&["127.0.0.1:2"]);
+        step(&mut bal, &c1, &c2);
+        let c3 = cfg(&["127.0.0.1:2", "127.0.0.1:1"]);
+        step(&mut bal, &c2, &c3);
+        let order: Vec<&str> = bal
+            .order()
+            .iter()
+            .map(|&k| bal.backends[k].cfg.address.as_str())
+            .collect();
+        assert_eq!(order, vec!["127.0.0.1:2", "127.0.0.1:1"], "file order");
     }
 }
