@@ -8,20 +8,7 @@ use std::process::Command;
 use common::*;
 
 fn check(config: &str) -> (i32, String, String) {
-    let dir = TempDir::new();
-    let path = dir.path("c.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(bin())
-        .arg("--check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    check_text(config)
 }
 
 const GOOD: &str = r#"

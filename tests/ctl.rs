@@ -115,20 +115,7 @@ fn refusals_exit_1_and_an_unreachable_proxy_exits_2() {
 }
 
 fn check(text: &str) -> (i32, String, String) {
-    let dir = TempDir::new();
-    let path = dir.path("c.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin())
-        .arg("--check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    check_text(text)
 }
 
 #[test]

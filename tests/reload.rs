@@ -33,6 +33,14 @@ fn cfg(listen: SocketAddr, strategy: &str, backends: &[(SocketAddr, &str)], more
     c
 }
 
+/// Replaces the running proxy's config file by a FIFO nobody writes: a
+/// read of it blocks until someone does.
+fn config_becomes_a_fifo(p: &Running) {
+    std::fs::remove_file(&p.config).unwrap();
+    let c_path = std::ffi::CString::new(p.config.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+}
+
 fn stats(p: &Running) -> Value {
     stats_json(p.stats_addr())
 }
@@ -374,9 +382,7 @@ fn a_reload_stuck_reading_the_file_stops_no_traffic() {
     let b = Backend::tagged("B");
     let listen = free_addr();
     let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
-    std::fs::remove_file(&p.config).unwrap();
-    let c_path = std::ffi::CString::new(p.config.as_os_str().as_encoded_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    config_becomes_a_fifo(&p);
     p.signal(libc::SIGHUP);
     p.wait_log("SIGHUP: reloading", SOON);
     thread::sleep(Duration::from_millis(100));
@@ -480,9 +486,7 @@ fn a_stuck_read_fails_after_its_deadline_and_the_next_sighup_applies() {
     let b = Backend::tagged("B");
     let listen = free_addr();
     let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
-    std::fs::remove_file(&p.config).unwrap();
-    let c_path = std::ffi::CString::new(p.config.as_os_str().as_encoded_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    config_becomes_a_fifo(&p);
     p.signal(libc::SIGHUP);
     let line = p.wait_log("reload failed", Duration::from_secs(40));
     assert!(line.contains("took longer than 10 s"), "{line}");

@@ -411,6 +411,24 @@ pub fn service_config(extra_service: &str, backends: &[SocketAddr]) -> String {
     c
 }
 
+/// `easyproxy --check -c FILE` on `text`: (exit code, stdout, stderr).
+pub fn check_text(text: &str) -> (i32, String, String) {
+    let dir = TempDir::new();
+    let path = dir.path("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(bin())
+        .arg("--check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// The `/stats` JSON of the stats listener at `addr`.
 pub fn stats_json(addr: SocketAddr) -> serde_json::Value {
     let mut s = TcpStream::connect(addr).unwrap();
