@@ -11,7 +11,6 @@
 
 mod queue;
 
-use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +37,7 @@ pub fn lines_dropped() -> u64 {
 
 fn open(path: Option<&Path>) -> io::Result<Target> {
     Ok(match path {
-        Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
+        Some(p) => Box::new(crate::io::file::open_regular(p, crate::io::file::Mode::AppendCreate)?),
         None => Box::new(io::stderr()),
     })
 }

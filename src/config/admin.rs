@@ -1,7 +1,6 @@
 //! Configuration, step 2 for `[admin]`: the admin API's listeners and its bearer token, read from `token_file` (never printed).
 
 use std::fmt;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -127,11 +126,13 @@ impl Validator {
 /// Reads the token: one line (a final newline allowed), visible ASCII,
 /// [`MIN_TOKEN_LEN`] to [`MAX_TOKEN_LEN`] characters. Errors never quote it.
 pub fn read_token(path: &Path) -> Result<AdminToken, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_TOKEN_LEN as u64 + 3)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // One line of at most MAX_TOKEN_LEN, a line end allowed; more is an
+    // error below (too long) rather than a read past it.
+    let bytes = match crate::io::file::read_bounded(path, MAX_TOKEN_LEN as u64 + 2) {
+        Ok(b) => b,
+        Err(crate::io::file::ReadError::TooLarge(_)) => vec![b'x'; MAX_TOKEN_LEN + 1],
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
     let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     if text.contains(&b'\n') || text.contains(&b'\r') {

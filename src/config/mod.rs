@@ -300,13 +300,10 @@ impl Config {
             problems: vec![msg],
         };
         // Bounded read: a configuration is small; a huge file is a mistake.
-        let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read file: {e}")))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_FILE_SIZE + 1), &mut bytes)
-            .map_err(|e| err(format!("cannot read file: {e}")))?;
-        if bytes.len() as u64 > MAX_FILE_SIZE {
-            return Err(err(format!("file is larger than {} MiB", MAX_FILE_SIZE >> 20)));
-        }
+        let bytes = crate::io::file::read_bounded(path, MAX_FILE_SIZE).map_err(|e| match e {
+            crate::io::file::ReadError::TooLarge(_) => err(format!("file is larger than {} MiB", MAX_FILE_SIZE >> 20)),
+            e => err(format!("cannot read file: {e}")),
+        })?;
         let text = String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
         let parsed = if json::is_json(path, &text) {
             Config::parse_json(&text).map(|(config, toml)| (config, Some(toml)))

@@ -5,7 +5,6 @@
 //! output ever shows it.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -190,15 +189,15 @@ impl Validator {
 /// Reads a password file: its first line (without the line end), and a
 /// warning when group or others may read it. More than one line is an error.
 pub fn read_password_file(path: &Path) -> Result<(String, Option<String>), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let io_err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = crate::io::file::open_regular(path, crate::io::file::Mode::Read).map_err(io_err)?;
     let warning = permissions_warning(&file);
-    let mut bytes = Vec::new();
-    file.take(MAX_PASSWORD_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_PASSWORD_FILE {
-        return Err(format!("{} is larger than {MAX_PASSWORD_FILE} bytes", path.display()));
-    }
+    let bytes = crate::io::file::read_open_bounded(file, MAX_PASSWORD_FILE).map_err(|e| match e {
+        crate::io::file::ReadError::TooLarge(_) => {
+            format!("{} is larger than {MAX_PASSWORD_FILE} bytes", path.display())
+        }
+        e => format!("cannot read {}: {e}", path.display()),
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let mut lines = text.split('\n');
     let first = lines.next().unwrap_or_default();

@@ -2,6 +2,7 @@
 //! from. Nothing here knows about services, backends or the event loop.
 
 pub mod buffer;
+pub mod file;
 pub mod pipe;
 pub mod pools;
 pub mod pump;
