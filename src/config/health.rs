@@ -50,6 +50,7 @@ impl Validator {
             role: mysql.role,
             max_replication_lag: mysql.max_replication_lag,
             mysql_query: mysql.query,
+            mysql_server_key: mysql.server_key,
         }
     }
 

@@ -31,7 +31,10 @@ use log::LevelFilter;
 pub use admin::{read_token, AdminConfig, AdminToken, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
 pub use health::unescape;
-pub use mysql::{read_password_file, Role, Secret, MAX_PASSWORD, MAX_QUERY};
+pub use mysql::{
+    read_key_file, read_password_file, KeyError, MysqlServerKey, PinnedKey, Role, RsaKey, Secret, MAX_PASSWORD,
+    MAX_QUERY, MAX_RSA_BITS,
+};
 
 /// How a service chooses a backend for a new client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +143,9 @@ pub struct HealthCheck {
     pub max_replication_lag: Option<Duration>,
     /// Up only if the first column of this query's first row is true.
     pub mysql_query: Option<String>,
+    /// caching_sha2 full authentication: the RSA key the password may be
+    /// encrypted to (pinned, the server's, or none: no password sent).
+    pub mysql_server_key: MysqlServerKey,
 }
 
 impl HealthCheck {
@@ -166,6 +172,7 @@ impl Default for HealthCheck {
             role: None,
             max_replication_lag: None,
             mysql_query: None,
+            mysql_server_key: MysqlServerKey::Refuse,
         }
     }
 }

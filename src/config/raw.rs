@@ -53,6 +53,8 @@ pub(super) struct RawHealthCheck {
     pub(super) role: Option<String>,
     pub(super) max_replication_lag_ms: Option<u64>,
     pub(super) mysql_query: Option<String>,
+    pub(super) mysql_server_public_key_file: Option<PathBuf>,
+    pub(super) mysql_get_server_public_key: Option<bool>,
 }
 
 /// Raw `[[service.backend]]` entry.

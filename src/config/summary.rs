@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{AdminConfig, BackendConfig, Config, HealthCheck, ServiceConfig, StatsConfig};
+use super::{AdminConfig, BackendConfig, Config, HealthCheck, MysqlServerKey, ServiceConfig, StatsConfig};
 
 impl fmt::Display for Config {
     /// The one-screen summary printed by `--check`.
@@ -100,7 +100,8 @@ fn service_line(f: &mut fmt::Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
 }
 
 /// `  health_check interval_ms N timeout_ms N rise N fall N [mysql ...]`:
-/// the password only as `password: set` (or `none`).
+/// the password only as `password: set` (or `none`); a pinned server key
+/// as its file and size, never the key.
 fn health_line(f: &mut fmt::Formatter<'_>, hc: &HealthCheck) -> fmt::Result {
     write!(
         f,
@@ -130,6 +131,16 @@ fn health_line(f: &mut fmt::Formatter<'_>, hc: &HealthCheck) -> fmt::Result {
     }
     if let Some(q) = &hc.mysql_query {
         write!(f, " mysql_query {q:?}")?;
+    }
+    match &hc.mysql_server_key {
+        MysqlServerKey::Refuse => {}
+        MysqlServerKey::Pinned(p) => write!(
+            f,
+            " server_public_key: pinned ({}, {} bits)",
+            p.path.display(),
+            p.key.bits()
+        )?,
+        MysqlServerKey::FromServer => write!(f, " server_public_key: the server's (not pinned)")?,
     }
     writeln!(f)
 }

@@ -2,13 +2,14 @@
 //! HandshakeResponse41 built, auth-switch requests parsed, and the password
 //! turned into what each plugin wants: the `mysql_native_password` (SHA-1)
 //! and `caching_sha2_password` (SHA-256) scrambles, and the RSA-OAEP
-//! encrypted password of caching_sha2's full authentication. All the
-//! cryptography is RustCrypto's (`sha1`, `sha2`, `rsa`).
+//! encrypted password of caching_sha2's full authentication (to a key
+//! checked by [`RsaKey`]). Plugins that would send the password in clear
+//! are refused. All the cryptography is RustCrypto's (`sha1`, `sha2`, `rsa`).
 
-use rsa::pkcs1::DecodeRsaPublicKey;
-use rsa::pkcs8::DecodePublicKey;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
+
+use crate::config::RsaKey;
 
 use super::packets::{clean_text, frame, Cursor, Truncated};
 
@@ -24,6 +25,9 @@ pub const NONCE_LEN: usize = 20;
 
 pub const NATIVE: &[u8] = b"mysql_native_password";
 pub const CACHING_SHA2: &[u8] = b"caching_sha2_password";
+/// Plugins whose client side sends the password as it is: MySQL's
+/// `mysql_clear_password` (LDAP, PAM) and MariaDB's `dialog` (PAM).
+pub const CLEARTEXT: [&[u8]; 2] = [b"mysql_clear_password", b"dialog"];
 
 /// What the server's greeting says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,13 +117,19 @@ pub fn handshake_response(seq: u8, server_caps: u32, user: &str, plugin: &[u8], 
 pub enum AuthError {
     /// A plugin this client does not speak (its name).
     Unsupported(String),
+    /// A plugin that would send the password in clear (its name).
+    Cleartext(String),
     /// The server's nonce is shorter than the scramble needs.
     ShortNonce,
 }
 
 /// The first auth data for `plugin`: its scramble of the password (empty
-/// for an empty password).
+/// for an empty password). A plugin that wants the password in clear is
+/// refused whatever the password: never a byte of it leaves.
 pub fn auth_data(plugin: &[u8], password: &str, nonce: &[u8]) -> Result<Vec<u8>, AuthError> {
+    if CLEARTEXT.contains(&plugin) {
+        return Err(AuthError::Cleartext(clean_text(plugin)));
+    }
     if password.is_empty() {
         return Ok(Vec::new());
     }
@@ -159,22 +169,18 @@ fn xor<const N: usize>(mut a: [u8; N], b: &[u8; N]) -> [u8; N] {
 }
 
 /// caching_sha2 full authentication without TLS: (password + NUL) XOR the
-/// nonce (repeated), encrypted with the server's RSA public key (PEM,
-/// SubjectPublicKeyInfo or PKCS#1) with OAEP padding, SHA-1 for the hash and
-/// MGF1 as MySQL's OpenSSL does.
-pub fn encrypt_password(pem: &[u8], password: &str, nonce: &[u8]) -> Result<Vec<u8>, &'static str> {
+/// nonce (repeated), encrypted to `key` with OAEP padding, SHA-1 for the
+/// hash and MGF1 as MySQL's OpenSSL does. `key` is pinned or, with the
+/// opt-in, the server's, already parsed and checked.
+pub fn encrypt_password(key: &RsaKey, password: &str, nonce: &[u8]) -> Result<Vec<u8>, &'static str> {
     let nonce = nonce.get(..NONCE_LEN).ok_or("server nonce too short")?;
-    let pem = std::str::from_utf8(pem).map_err(|_| "server's RSA public key is not text")?;
-    let pem = pem.trim_matches(|c: char| c.is_whitespace() || c == '\0');
-    let key = rsa::PublicKey::from_public_key_pem(pem)
-        .or_else(|_| rsa::PublicKey::from_pkcs1_pem(pem))
-        .map_err(|_| "server's RSA public key unreadable")?;
     let mut msg = password.as_bytes().to_vec();
     msg.push(0);
     for (b, n) in msg.iter_mut().zip(nonce.iter().cycle()) {
         *b ^= n;
     }
-    key.oaep_encrypt::<Sha1>(&msg)
+    key.key()
+        .oaep_encrypt::<Sha1>(&msg)
         .map_err(|_| "RSA encryption of the password failed (password too long for the key?)")
 }
 

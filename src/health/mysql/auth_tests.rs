@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::health::mysql::packets::PacketReader;
-use crate::health::mysql::testutil::{self, PRIVATE_PEM, PUBLIC_PEM};
+use crate::health::mysql::testutil::{self, PRIVATE_PEM};
 
 /// Known answers computed with PyMySQL 2.2.8 (`pip install pymysql`):
 /// `pymysql._auth.scramble_native_password(password, nonce).hex()` and
@@ -55,8 +55,22 @@ fn auth_data_per_plugin() {
     assert_eq!(auth_data(NATIVE, "pw", &n).unwrap().len(), 20);
     assert_eq!(auth_data(CACHING_SHA2, "pw", &n).unwrap().len(), 32);
     assert_eq!(
-        auth_data(b"mysql_clear_password", "pw", &n),
-        Err(AuthError::Unsupported("mysql_clear_password".into()))
+        auth_data(b"sha256_password", "pw", &n),
+        Err(AuthError::Unsupported("sha256_password".into()))
+    );
+    // Plugins that want the password in clear: refused, even when empty.
+    for plugin in ["mysql_clear_password", "dialog"] {
+        for pw in ["pw", ""] {
+            assert_eq!(
+                auth_data(plugin.as_bytes(), pw, &n),
+                Err(AuthError::Cleartext(plugin.into()))
+            );
+        }
+    }
+    // A hostile plugin name is cleaned before any reason shows it.
+    assert_eq!(
+        auth_data(b"evil\xe2\x80\xae\n", "pw", &n),
+        Err(AuthError::Unsupported("evil??".into()))
     );
     assert_eq!(auth_data(NATIVE, "pw", &n[..19]), Err(AuthError::ShortNonce));
 }
@@ -114,27 +128,24 @@ fn handshake_layout() {
 fn the_encrypted_password_decrypts_to_password_nul_xor_nonce() {
     use rsa::pkcs8::DecodePrivateKey;
     let key = rsa::PrivateKey::from_pkcs8_pem(PRIVATE_PEM).unwrap();
+    let public = testutil::rsa_key();
     let nonce = testutil::NONCE;
     let password = "a password longer than the twenty-byte nonce";
-    let enc = encrypt_password(PUBLIC_PEM.as_bytes(), password, &nonce).unwrap();
+    let enc = encrypt_password(&public, password, &nonce).unwrap();
     assert_eq!(enc.len(), 256);
     let plain = key.oaep_decrypt::<Sha1>(&enc).unwrap();
     let unmasked: Vec<u8> = plain.iter().zip(nonce.iter().cycle()).map(|(a, b)| a ^ b).collect();
     assert_eq!(unmasked, [password.as_bytes(), b"\0"].concat());
     // OAEP is randomised.
-    assert_ne!(enc, encrypt_password(PUBLIC_PEM.as_bytes(), password, &nonce).unwrap());
-    // The key as MySQL sends it, with a trailing newline and NUL.
-    assert!(encrypt_password(format!("{PUBLIC_PEM}\n\0").as_bytes(), "pw", &nonce).is_ok());
+    assert_ne!(enc, encrypt_password(&public, password, &nonce).unwrap());
 }
 
 #[test]
-fn bad_keys_and_long_passwords_fail_cleanly() {
+fn long_passwords_and_short_nonces_fail_cleanly() {
+    let key = testutil::rsa_key();
     let n = testutil::NONCE;
-    assert!(encrypt_password(b"\xff\xfe", "pw", &n).is_err());
-    assert!(encrypt_password(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "pw", &n).is_err());
-    let mut broken = PUBLIC_PEM.as_bytes().to_vec();
-    broken[40] ^= 0x01;
-    assert!(encrypt_password(&broken, "pw", &n).is_err());
-    assert!(encrypt_password(PUBLIC_PEM.as_bytes(), &"x".repeat(300), &n).is_err());
-    assert!(encrypt_password(PUBLIC_PEM.as_bytes(), "pw", &n[..10]).is_err());
+    assert_eq!(key.max_password(), 213);
+    assert!(encrypt_password(&key, &"x".repeat(213), &n).is_ok());
+    assert!(encrypt_password(&key, &"x".repeat(214), &n).is_err());
+    assert!(encrypt_password(&key, "pw", &n[..10]).is_err());
 }

@@ -11,8 +11,8 @@ use std::fmt;
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// The COM_QUIT command packet.
 pub const QUIT: [u8; 5] = [1, 0, 0, 0, 0x01];
-/// Longest text kept from a server (an error message, a value).
-pub const MAX_TEXT: usize = 256;
+
+pub use super::text::{clean_text, MAX_TEXT};
 
 /// Frames `payload` as one packet with sequence number `seq`.
 pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
@@ -161,21 +161,6 @@ impl<'a> Cursor<'a> {
             }
         }
     }
-}
-
-/// Server text made safe to log: invalid UTF-8 replaced, control characters
-/// turned into spaces, at most [`MAX_TEXT`] characters.
-pub fn clean_text(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text
-        .chars()
-        .take(MAX_TEXT)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(MAX_TEXT).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 /// An ERR packet: the server's error code and message.

@@ -6,9 +6,17 @@
 //! answer is in (never pipelined), so the server counts no aborted
 //! connection. Bounded: a few auth switches, one full authentication, a few
 //! auth packets; every answer capped by the packet and result-set readers.
+//!
+//! The password leaves only scrambled, or in full authentication encrypted
+//! to the pinned key (`mysql_server_public_key_file`) or, with
+//! `mysql_get_server_public_key`, to the key the server sends. Without
+//! either, or with a key refused, the session declines: it answers with a
+//! byte that is neither a key request nor a password, so the server ends
+//! the login with an access-denied error instead of seeing a dropped
+//! handshake (which it would count towards blocking the proxy's address).
 
 use crate::balance::health::{CheckOutcome, CheckResult};
-use crate::config::{HealthCheck, Role};
+use crate::config::{HealthCheck, MysqlServerKey, Role, RsaKey};
 
 use super::auth::{self, AuthError, CACHING_SHA2, CLIENT_PROTOCOL_41, NATIVE};
 use super::packets::{frame, is_err, Packet, ServerError};
@@ -20,6 +28,13 @@ use super::role::{self, Findings, Query};
 pub const MAX_AUTH_SWITCHES: u8 = 2;
 /// Server packets taken between the login request and its OK.
 const MAX_AUTH_PACKETS: u8 = 8;
+/// Why full authentication fails without a key to encrypt the password to.
+pub const NEEDS_KEY: &str = "full authentication needs the server's public key: set mysql_server_public_key_file";
+/// caching_sha2's request for the server's public key.
+const REQUEST_PUBLIC_KEY: u8 = 0x02;
+/// The answer that declines full authentication: one byte, neither the
+/// key request nor an RSA block, so the server refuses the login.
+const DECLINE: [u8; 1] = [0x00];
 
 /// What to do after a packet.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,6 +56,9 @@ enum Phase {
     Auth,
     /// caching_sha2 full authentication: waiting for the public key.
     PublicKey,
+    /// Full authentication declined (why): waiting for the server to end
+    /// the login.
+    Declined(String),
     /// Waiting for a query's answer.
     Query(Query, ResultReader),
     Done,
@@ -105,6 +123,7 @@ impl Session {
         let p = packet.payload.as_slice();
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::Greeting => self.greeting(p, hc),
+            Phase::Declined(why) => self.declined(p, why),
             Phase::Auth | Phase::PublicKey if self.auth_packets >= MAX_AUTH_PACKETS => {
                 protocol("too many auth packets")
             }
@@ -165,7 +184,7 @@ impl Session {
             Some(0x00) => self.authenticated_now(hc),
             Some(0xff) => login_failed(ServerError::parse(p).to_string()),
             Some(0xfe) => self.switch(p, hc),
-            Some(0x01) if self.plugin == CACHING_SHA2 => self.more_data(p),
+            Some(0x01) if self.plugin == CACHING_SHA2 => self.more_data(p, hc),
             _ => protocol("unexpected packet during login"),
         }
     }
@@ -188,8 +207,10 @@ impl Session {
     }
 
     /// caching_sha2's AuthMoreData: 0x03 fast auth passed (OK follows),
-    /// 0x04 full authentication wanted: ask for the server's RSA key.
-    fn more_data(&mut self, p: &[u8]) -> Reply {
+    /// 0x04 full authentication wanted: the password encrypted to the
+    /// pinned key, or a request for the server's key (opt-in only), or a
+    /// decline.
+    fn more_data(&mut self, p: &[u8], hc: &HealthCheck) -> Reply {
         match p.get(1..) {
             Some([0x03]) => {
                 self.phase = Phase::Auth;
@@ -198,14 +219,21 @@ impl Session {
             Some([0x04]) if self.full_auth => protocol("full authentication asked twice"),
             Some([0x04]) => {
                 self.full_auth = true;
-                self.phase = Phase::PublicKey;
-                self.send(&[0x02])
+                match &hc.mysql_server_key {
+                    MysqlServerKey::Pinned(pinned) => self.encrypted(&pinned.key, hc),
+                    MysqlServerKey::FromServer => {
+                        self.phase = Phase::PublicKey;
+                        self.send(&[REQUEST_PUBLIC_KEY])
+                    }
+                    MysqlServerKey::Refuse => self.decline(NEEDS_KEY.to_string()),
+                }
             }
             _ => protocol("unexpected auth data"),
         }
     }
 
-    /// The server's RSA public key (0x01 + PEM): the encrypted password.
+    /// The server's RSA public key (0x01 + PEM), asked for with the
+    /// opt-in: the encrypted password, unless the key is refused.
     fn public_key(&mut self, p: &[u8], hc: &HealthCheck) -> Reply {
         if is_err(p) {
             return login_failed(ServerError::parse(p).to_string());
@@ -213,13 +241,39 @@ impl Session {
         let Some((0x01, pem)) = p.split_first().map(|(a, b)| (*a, b)) else {
             return protocol("no public key from the server");
         };
-        match auth::encrypt_password(pem, hc.mysql_password.expose(), &self.nonce) {
+        match RsaKey::from_pem(pem) {
+            Ok(key) => self.encrypted(&key, hc),
+            Err(e) => self.decline(format!("the server's public key: {e}")),
+        }
+    }
+
+    /// The password encrypted to `key`, sent.
+    fn encrypted(&mut self, key: &RsaKey, hc: &HealthCheck) -> Reply {
+        match auth::encrypt_password(key, hc.mysql_password.expose(), &self.nonce) {
             Ok(data) => {
                 self.phase = Phase::Auth;
                 self.send(&data)
             }
-            Err(why) => protocol(why),
+            Err(why) => self.decline(why.to_string()),
         }
+    }
+
+    /// Full authentication declined: [`DECLINE`] sent, the check fails
+    /// with `why` once the server has answered.
+    fn decline(&mut self, why: String) -> Reply {
+        self.phase = Phase::Declined(why);
+        self.send(&DECLINE)
+    }
+
+    /// The server's answer to a decline. An OK (a server that lets anyone
+    /// in) still fails the check, after a clean COM_QUIT.
+    fn declined(&mut self, p: &[u8], why: String) -> Reply {
+        let outcome = CheckOutcome::with_detail(CheckResult::LoginFailed, why);
+        if p.first() == Some(&0x00) {
+            self.logged_in = true;
+            return Reply::Quit(outcome);
+        }
+        Reply::Fail(outcome)
     }
 
     /// The login's OK: the first query, or done.
@@ -270,6 +324,9 @@ fn auth_error(e: AuthError) -> Reply {
     match e {
         AuthError::ShortNonce => protocol("server nonce too short"),
         AuthError::Unsupported(name) => login_failed(format!("auth plugin {name:?} is not supported")),
+        AuthError::Cleartext(name) => login_failed(format!(
+            "auth plugin {name:?} refused: it would send the password in clear"
+        )),
     }
 }
 

@@ -19,9 +19,14 @@ struct Talk {
 
 impl Talk {
     fn new(password: &str, want: Option<Role>) -> Talk {
+        Talk::with_key(password, want, MysqlServerKey::Refuse)
+    }
+
+    /// A session whose full authentication uses `key`.
+    fn with_key(password: &str, want: Option<Role>, key: MysqlServerKey) -> Talk {
         Talk {
             s: Session::new(want),
-            hc: testutil::hc(password, want),
+            hc: testutil::hc_key(password, want, key),
             seq: 0,
         }
     }
@@ -94,25 +99,190 @@ fn caching_sha2_fast_path() {
     assert_eq!(t.server(OK).0, ok_outcome());
 }
 
-#[test]
-fn caching_sha2_full_path_over_rsa() {
+/// What the key holder reads from an encrypted password: password + NUL.
+fn decrypt(enc: &[u8]) -> Vec<u8> {
     use rsa::pkcs8::DecodePrivateKey;
-    let pem = PUBLIC_PEM;
     let key = rsa::PrivateKey::from_pkcs8_pem(PRIVATE_PEM).unwrap();
-    let mut t = Talk::new("secret", None);
+    let plain = key.oaep_decrypt::<sha1::Sha1>(enc).unwrap();
+    plain.iter().zip(NONCE.iter().cycle()).map(|(a, b)| a ^ b).collect()
+}
+
+/// An RSA public key of `bits` bits and exponent `e`, in PEM, without its
+/// private half (a modulus of all one bits: odd, the size wanted).
+fn crafted_pem(bits: u32, e: u64) -> String {
+    use rsa::pkcs8::EncodePublicKey;
+    let n = rsa::BoxedUint::from_be_slice(&vec![0xff; bits as usize / 8], bits).unwrap();
+    let key = rsa::PublicKey::new_unchecked(n, rsa::BoxedUint::from(e));
+    key.to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap()
+}
+
+#[test]
+fn caching_sha2_full_path_with_the_server_key_when_opted_in() {
+    let pem = PUBLIC_PEM;
+    let mut t = Talk::with_key("secret", None, MysqlServerKey::FromServer);
     t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
     assert_eq!(t.server(&[0x01, 0x04]).1, [0x02], "asks for the public key");
     let (_, enc) = t.server(&[b"\x01", pem.as_bytes()].concat());
-    let plain = key.oaep_decrypt::<sha1::Sha1>(&enc).unwrap();
-    let unmasked: Vec<u8> = plain.iter().zip(NONCE.iter().cycle()).map(|(a, b)| a ^ b).collect();
-    assert_eq!(unmasked, b"secret\0");
+    assert_eq!(decrypt(&enc), b"secret\0");
     assert_eq!(t.server(OK).0, ok_outcome());
+    // The key as MySQL sends it, with a trailing newline and NUL.
+    let mut t = Talk::with_key("secret", None, MysqlServerKey::FromServer);
+    t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
+    t.server(&[0x01, 0x04]);
+    let (_, enc) = t.server(&[b"\x01", pem.as_bytes(), b"\n\0"].concat());
+    assert_eq!(decrypt(&enc), b"secret\0");
     // A second request for full authentication is refused.
-    let mut t = Talk::new("secret", None);
+    let mut t = Talk::with_key("secret", None, MysqlServerKey::FromServer);
     t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
     t.server(&[0x01, 0x04]);
     t.server(&[b"\x01", pem.as_bytes()].concat());
     assert_eq!(t.server(&[0x01, 0x04]).0, protocol("full authentication asked twice"));
+}
+
+#[test]
+fn caching_sha2_full_path_to_the_pinned_key_asks_for_no_key() {
+    let mut t = Talk::with_key("secret", None, testutil::pinned());
+    t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
+    let (r, enc) = t.server(&[0x01, 0x04]);
+    assert!(matches!(r, Reply::Send(_)));
+    assert_eq!(enc.len(), 256, "the password encrypted at once, no key request");
+    assert_eq!(decrypt(&enc), b"secret\0");
+    assert_eq!(t.server(OK).0, ok_outcome());
+    // After a switch to caching_sha2, with the switch's nonce.
+    let mut t = Talk::with_key("secret", None, testutil::pinned());
+    t.server(&testutil::greeting(NATIVE, &*b"ABCDEFGHIJKLMNOPQRST"));
+    let (_, scramble) = t.server(&[&b"\xfecaching_sha2_password\0"[..], &NONCE, b"\0"].concat());
+    assert_eq!(scramble, scramble_caching_sha2(b"secret", &NONCE));
+    assert_eq!(decrypt(&t.server(&[0x01, 0x04]).1), b"secret\0");
+}
+
+#[test]
+fn without_a_key_full_authentication_is_declined_and_the_password_never_sent() {
+    for want in [None, Some(Role::Primary)] {
+        let mut t = Talk::new("secret", want);
+        t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
+        let (r, sent) = t.server(&[0x01, 0x04]);
+        assert!(matches!(r, Reply::Send(_)));
+        assert_eq!(sent, DECLINE, "neither a key request nor the password");
+        let denied = testutil::err(1045, "Access denied for user 'check'@'localhost' (using password: YES)");
+        let Reply::Fail(o) = t.server(&denied).0 else { panic!() };
+        assert_eq!(
+            (o.result, o.detail.as_deref()),
+            (CheckResult::LoginFailed, Some(NEEDS_KEY))
+        );
+        assert_eq!(
+            NEEDS_KEY,
+            "full authentication needs the server's public key: set mysql_server_public_key_file"
+        );
+        assert!(!t.s.authenticated());
+    }
+    // A server that lets the declined login in: still a failure, quit cleanly.
+    let mut t = Talk::new("secret", Some(Role::Primary));
+    t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
+    t.server(&[0x01, 0x04]);
+    assert_eq!(
+        t.server(OK).0,
+        Reply::Quit(CheckOutcome::with_detail(CheckResult::LoginFailed, NEEDS_KEY))
+    );
+    assert!(t.s.authenticated(), "COM_QUIT may go");
+    // The same after an auth switch to caching_sha2.
+    let mut t = Talk::new("secret", None);
+    t.server(&testutil::greeting(NATIVE, &NONCE));
+    t.server(&[&b"\xfecaching_sha2_password\0"[..], &NONCE, b"\0"].concat());
+    assert_eq!(t.server(&[0x01, 0x04]).1, DECLINE);
+}
+
+#[test]
+fn refused_server_keys_are_declined_with_the_reason() {
+    let cases = [
+        (
+            crafted_pem(8192, 65537),
+            "the server's public key: 8192-bit RSA key refused: at most 4096 bits",
+        ),
+        (
+            crafted_pem(8192, (1 << 33) - 1),
+            "the server's public key: 8192-bit RSA key refused: at most 4096 bits",
+        ),
+        (
+            crafted_pem(2048, 3),
+            "the server's public key: RSA key with public exponent 3 refused: only 65537",
+        ),
+        (
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----".into(),
+            "the server's public key: not a readable",
+        ),
+        ("\u{202e}garbage".into(), "the server's public key: not a readable"),
+    ];
+    for (pem, want) in cases {
+        let mut t = Talk::with_key("secret", None, MysqlServerKey::FromServer);
+        t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
+        assert_eq!(t.server(&[0x01, 0x04]).1, [0x02]);
+        let started = std::time::Instant::now();
+        let (r, sent) = t.server(&[b"\x01", pem.as_bytes()].concat());
+        assert!(matches!(r, Reply::Send(_)), "{r:?}");
+        assert_eq!(sent, DECLINE, "{want}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refused before any encryption"
+        );
+        let Reply::Fail(o) = t.server(&testutil::err(1045, "Access denied")).0 else {
+            panic!()
+        };
+        let detail = o.detail.as_deref().unwrap();
+        assert!(detail.starts_with(want), "{detail}");
+        assert_eq!(o.result, CheckResult::LoginFailed);
+    }
+    // A key too small for the password: declined, not sent.
+    let long = "p".repeat(200);
+    let mut t = Talk::with_key(&long, None, MysqlServerKey::FromServer);
+    t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
+    t.server(&[0x01, 0x04]);
+    let small = {
+        use rsa::pkcs8::EncodePublicKey;
+        let n = rsa::BoxedUint::from_be_slice(&[0xff; 128], 1024).unwrap();
+        let key = rsa::PublicKey::new(n, rsa::BoxedUint::from(65537u64)).unwrap();
+        key.to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap()
+    };
+    assert_eq!(t.server(&[b"\x01", small.as_bytes()].concat()).1, DECLINE);
+}
+
+#[test]
+fn cleartext_plugins_are_refused_without_sending_anything() {
+    for plugin in ["mysql_clear_password", "dialog"] {
+        for key in [MysqlServerKey::Refuse, MysqlServerKey::FromServer, testutil::pinned()] {
+            let mut t = Talk::with_key("secret", None, key);
+            t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
+            let (r, sent) = t.server(&[b"\xfe", plugin.as_bytes(), b"\0"].concat());
+            assert!(sent.is_empty());
+            let Reply::Fail(o) = r else { panic!("{r:?}") };
+            assert_eq!(o.result, CheckResult::LoginFailed);
+            assert_eq!(
+                o.detail.as_deref(),
+                Some(format!("auth plugin \"{plugin}\" refused: it would send the password in clear").as_str())
+            );
+        }
+    }
+}
+
+#[test]
+fn server_text_in_reasons_is_cleaned_and_bounded() {
+    let mut t = Talk::new("secret", None);
+    t.server(&testutil::greeting(NATIVE, &NONCE));
+    let evil = format!("Access denied\u{202e}\u{2066}\r\n\u{85}{}", "x".repeat(1000));
+    let Reply::Fail(o) = t.server(&testutil::err(1045, &evil)).0 else {
+        panic!()
+    };
+    let detail = o.detail.as_deref().unwrap();
+    assert!(detail.starts_with("access denied?????xxx"), "{detail}");
+    assert!(detail.ends_with("..."), "{detail}");
+    assert!(detail.chars().count() <= crate::health::mysql::text::MAX_TEXT + 3);
+    // A plugin name.
+    let mut t = Talk::new("secret", None);
+    t.server(&testutil::greeting(NATIVE, &NONCE));
+    let Reply::Fail(o) = t.server(b"\xfeevil\xe2\x80\xae\x1b\0abcdefghijklmnopqrst\0").0 else {
+        panic!()
+    };
+    assert_eq!(o.detail.as_deref(), Some("auth plugin \"evil??\" is not supported"));
 }
 
 #[test]
@@ -150,7 +320,7 @@ fn err_greetings_and_denied_logins_fail_with_the_server_message() {
         (o.result, o.detail.as_deref()),
         (CheckResult::LoginFailed, Some("too many connections"))
     );
-    let mut t = Talk::new("wrong", None);
+    let mut t = Talk::with_key("wrong", None, MysqlServerKey::FromServer);
     t.server(&testutil::greeting(CACHING_SHA2, &NONCE));
     t.server(&[0x01, 0x04]);
     t.server(&[b"\x01", PUBLIC_PEM.as_bytes()].concat());

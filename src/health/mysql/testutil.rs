@@ -1,7 +1,9 @@
 //! Health flow, MySQL check, test helpers: server packets built by hand
 //! (greeting, ERR, OK, EOF, result sets) and health checks to run them on.
 
-use crate::config::{HealthCheck, Role, Secret};
+use std::sync::Arc;
+
+use crate::config::{HealthCheck, MysqlServerKey, PinnedKey, Role, RsaKey, Secret};
 
 use super::auth::{CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION};
 
@@ -117,5 +119,26 @@ pub fn hc(password: &str, role: Option<Role>) -> HealthCheck {
         mysql_password: Secret::new(password),
         role,
         ..HealthCheck::default()
+    }
+}
+
+/// The test key, parsed and checked.
+pub fn rsa_key() -> RsaKey {
+    RsaKey::from_pem(PUBLIC_PEM.as_bytes()).unwrap()
+}
+
+/// The test key pinned, as `mysql_server_public_key_file` would.
+pub fn pinned() -> MysqlServerKey {
+    MysqlServerKey::Pinned(Arc::new(PinnedKey {
+        path: "tests/fixtures/mysql_rsa_public.pem".into(),
+        key: rsa_key(),
+    }))
+}
+
+/// `hc`, with `key` for full authentication.
+pub fn hc_key(password: &str, role: Option<Role>, key: MysqlServerKey) -> HealthCheck {
+    HealthCheck {
+        mysql_server_key: key,
+        ..hc(password, role)
     }
 }
