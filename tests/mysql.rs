@@ -2,11 +2,12 @@
 //! caching_sha2 fast and full (RSA) authentication, an auth switch to
 //! mysql_native_password, an ERR greeting and a wrong password, and the
 //! primary and replica roles following the server's state. Every check
-//! quits cleanly: the server sees no aborted session.
+//! quits cleanly: the server sees no aborted session. (The server key
+//! settings of full authentication: tests/mysql_key.rs.)
 
 mod common;
 
-use common::mysql::{Auth, Db, Server};
+use common::mysql::{Auth, Db, Server, PUBLIC_PEM};
 use common::*;
 
 const PASSWORD: &str = "s3cret-Pa55";
@@ -28,6 +29,14 @@ fn server(auth: Auth, password: &str) -> Server {
     Server::spawn(Db::new(auth, "check", password))
 }
 
+/// The scripted servers' key pinned: `mysql_server_public_key_file` in
+/// `dir`, as a health-check line.
+fn pinned_key(dir: &TempDir) -> String {
+    let path = dir.path("public_key.pem");
+    std::fs::write(&path, PUBLIC_PEM).unwrap();
+    format!("mysql_server_public_key_file = {:?}", path.display().to_string())
+}
+
 fn wait_logins(s: &Server, n: usize) {
     wait_for("logins", SOON, || (s.db().logins >= n).then_some(()));
 }
@@ -41,7 +50,8 @@ fn every_auth_path_logs_in_and_quits_cleanly() {
         server(Auth::SwitchToNative, PASSWORD),
     ];
     let refs: Vec<&Server> = servers.iter().collect();
-    let p = Running::start(&config(&refs, ""));
+    let dir = TempDir::new();
+    let p = Running::start(&config(&refs, &pinned_key(&dir)));
     for s in &servers {
         wait_logins(s, 5);
     }
@@ -61,7 +71,8 @@ fn every_auth_path_logs_in_and_quits_cleanly() {
 fn an_err_greeting_and_a_wrong_password_are_down_with_the_server_message() {
     let busy = server(Auth::TooManyConnections, PASSWORD);
     let wrong = server(Auth::Full, "another password");
-    let p = Running::start(&config(&[&busy, &wrong], ""));
+    let dir = TempDir::new();
+    let p = Running::start(&config(&[&busy, &wrong], &pinned_key(&dir)));
     let line = p.wait_log(&format!("backend={} is DOWN", busy.backend.addr), SOON);
     assert!(line.contains("(health check: too many connections)"), "{line}");
     let line = p.wait_log(&format!("backend={} is DOWN", wrong.backend.addr), SOON);

@@ -3,7 +3,10 @@
 //! caching_sha2 fast path, caching_sha2 full path over RSA with the fixture
 //! key, an auth switch to native, or an ERR greeting), checks the password
 //! itself, answers the role queries from a shared [`Db`] state and counts
-//! clean quits and aborted sessions, as a real server would.
+//! clean quits and aborted sessions, as a real server would. In full
+//! authentication it also plays the rogue: it records every key request,
+//! every packet the client answers with, and every password it could
+//! decrypt; it may send another key than its own ([`Db::served_key`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -43,6 +46,17 @@ pub struct Db {
     pub replica: Option<(&'static str, &'static str, Option<u64>)>,
     /// Answer ERR to `SHOW REPLICA STATUS` (older servers).
     pub old_syntax: bool,
+    /// Full authentication: the PEM sent on a key request instead of
+    /// [`PUBLIC_PEM`] (whose private half this server holds).
+    pub served_key: Option<String>,
+    /// Full authentication: key requests (0x02) received.
+    pub key_requests: usize,
+    /// Full authentication: what the client sent in place of the password
+    /// (the RSA block, or whatever else).
+    pub full_auth_answers: Vec<Vec<u8>>,
+    /// Passwords this server decrypted (with [`PRIVATE_PEM`]): what a
+    /// rogue server holding the key it sends learns.
+    pub learned: Vec<String>,
     pub logins: usize,
     pub denied: usize,
     pub quits: usize,
@@ -60,6 +74,10 @@ impl Db {
             read_only: false,
             replica: None,
             old_syntax: false,
+            served_key: None,
+            key_requests: 0,
+            full_auth_answers: Vec::new(),
+            learned: Vec::new(),
             logins: 0,
             denied: 0,
             quits: 0,
@@ -150,7 +168,7 @@ fn serve(mut s: TcpStream, db: &Mutex<Db>) {
     if s.write_all(&packet(0, &greeting(plugin, &nonce))).is_err() {
         return;
     }
-    match authenticate(&mut s, &cfg, &nonce) {
+    match authenticate(&mut s, &cfg, db, &nonce) {
         Some(true) => db.lock().unwrap().logins += 1,
         Some(false) => {
             db.lock().unwrap().denied += 1;
@@ -165,7 +183,7 @@ fn serve(mut s: TcpStream, db: &Mutex<Db>) {
 }
 
 /// Runs the login; `Some(ok)` once decided, `None` when the client left.
-fn authenticate(s: &mut TcpStream, db: &Db, nonce: &[u8; 20]) -> Option<bool> {
+fn authenticate(s: &mut TcpStream, db: &Db, state: &Mutex<Db>, nonce: &[u8; 20]) -> Option<bool> {
     use easyproxy::health::mysql::auth::{scramble_caching_sha2, scramble_native};
     let (seq, login) = read_packet(s)?;
     let user_end = 32 + login[32..].iter().position(|&b| b == 0)?;
@@ -183,7 +201,7 @@ fn authenticate(s: &mut TcpStream, db: &Db, nonce: &[u8; 20]) -> Option<bool> {
         }
         Auth::Fast => false,
         Auth::Full => {
-            let ok = full_auth(s, &mut seq, pw, nonce)?;
+            let ok = full_auth(s, &mut seq, db, state, nonce)?;
             ok && data == scramble_caching_sha2(pw, nonce)
         }
         Auth::SwitchToNative => {
@@ -208,22 +226,43 @@ fn authenticate(s: &mut TcpStream, db: &Db, nonce: &[u8; 20]) -> Option<bool> {
 }
 
 /// caching_sha2 full authentication: asks for it, sends the public key on
-/// request, decrypts the password and compares.
-fn full_auth(s: &mut TcpStream, seq: &mut u8, pw: &[u8], nonce: &[u8; 20]) -> Option<bool> {
+/// request (or takes the password encrypted to a key the client already
+/// has), decrypts the password and compares; everything the client sends
+/// is recorded.
+fn full_auth(s: &mut TcpStream, seq: &mut u8, db: &Db, state: &Mutex<Db>, nonce: &[u8; 20]) -> Option<bool> {
     use rsa::pkcs8::DecodePrivateKey;
     s.write_all(&packet(*seq, &[0x01, 0x04])).ok()?;
-    let (_, req) = read_packet(s)?;
-    assert_eq!(req, [0x02], "the client asks for the public key");
-    s.write_all(&packet(*seq + 2, &[b"\x01", PUBLIC_PEM.as_bytes()].concat()))
-        .ok()?;
-    let (_, enc) = read_packet(s)?;
-    *seq += 4;
+    let (_, mut answer) = read_packet(s)?;
+    *seq += 2;
+    if answer == [0x02] {
+        state.lock().unwrap().key_requests += 1;
+        let pem = db.served_key.as_deref().unwrap_or(PUBLIC_PEM);
+        s.write_all(&packet(*seq, &[b"\x01", pem.as_bytes()].concat())).ok()?;
+        answer = read_packet(s)?.1;
+        *seq += 2;
+    }
+    state.lock().unwrap().full_auth_answers.push(answer.clone());
     let key = rsa::PrivateKey::from_pkcs8_pem(PRIVATE_PEM).unwrap();
-    let Ok(plain) = key.oaep_decrypt::<sha1::Sha1>(&enc) else {
+    let Ok(plain) = key.oaep_decrypt::<sha1::Sha1>(&answer) else {
         return Some(false);
     };
     let unmasked: Vec<u8> = plain.iter().zip(nonce.iter().cycle()).map(|(a, b)| a ^ b).collect();
-    Some(unmasked == [pw, b"\0"].concat())
+    let password = unmasked.strip_suffix(b"\0").unwrap_or(&unmasked);
+    state
+        .lock()
+        .unwrap()
+        .learned
+        .push(String::from_utf8_lossy(password).into_owned());
+    Some(password == db.password.as_bytes())
+}
+
+/// An RSA public key of `bits` bits and exponent `e`, in PEM, whose private
+/// half nobody has (a modulus of all one bits: odd, the size wanted).
+pub fn crafted_pem(bits: u32, e: u64) -> String {
+    use rsa::pkcs8::EncodePublicKey;
+    let n = rsa::BoxedUint::from_be_slice(&vec![0xff; bits as usize / 8], bits).unwrap();
+    let key = rsa::PublicKey::new_unchecked(n, rsa::BoxedUint::from(e));
+    key.to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap()
 }
 
 /// Commands after the login, until COM_QUIT or the client leaves.
