@@ -150,7 +150,7 @@ fn caching_sha2_full_path_to_the_pinned_key_asks_for_no_key() {
     assert_eq!(t.server(OK).0, ok_outcome());
     // After a switch to caching_sha2, with the switch's nonce.
     let mut t = Talk::with_key("secret", None, testutil::pinned());
-    t.server(&testutil::greeting(NATIVE, &*b"ABCDEFGHIJKLMNOPQRST"));
+    t.server(&testutil::greeting(NATIVE, b"ABCDEFGHIJKLMNOPQRST"));
     let (_, scramble) = t.server(&[&b"\xfecaching_sha2_password\0"[..], &NONCE, b"\0"].concat());
     assert_eq!(scramble, scramble_caching_sha2(b"secret", &NONCE));
     assert_eq!(decrypt(&t.server(&[0x01, 0x04]).1), b"secret\0");
