@@ -50,7 +50,7 @@ pub struct CtlArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// Give up after this long, connecting, sending and reading together (fractions allowed)
-    #[arg(long, value_name = "SECONDS", global = true, default_value = "10", value_parser = parse_timeout)]
+    #[arg(long, value_name = "SECONDS", global = true, default_value = "10", value_parser = parse_timeout, allow_negative_numbers = true)]
     pub timeout: Duration,
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -158,13 +158,13 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+        .map_err(|_| "expected a number of seconds".to_string())?;
     if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
         return Err(format!(
             "{s:?}: expected more than 0 and at most {MAX_TIMEOUT_SECS} seconds"
         ));
     }
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 /// Method, path and body of a command.
