@@ -219,15 +219,20 @@ fn hold(s: &mut TcpStream) {
     let _ = s.read_to_end(&mut Vec::new());
 }
 
-/// `easyproxy ctl --admin ADDR --token-file T ARGS`, killed if it is still
-/// running after a minute: (exit code, stdout, stderr, how long it took).
+/// `easyproxy ctl --admin ADDR --token-file T ARGS`: see [`ctl_bounded`].
 fn ctl_at(addr: SocketAddr, args: &[&str]) -> (i32, Vec<u8>, Vec<u8>, Duration) {
     let files = AdminFiles::new();
     let token = files.dir.path("token");
     let admin = addr.to_string();
+    ctl_bounded(&[&["--admin", &admin, "--token-file", s(&token)][..], args].concat())
+}
+
+/// `easyproxy ctl ARGS`, killed if it is still running after a minute:
+/// (exit code, stdout, stderr, how long it took).
+fn ctl_bounded(args: &[&str]) -> (i32, Vec<u8>, Vec<u8>, Duration) {
     let start = Instant::now();
     let mut child = Command::new(bin())
-        .args(["ctl", "--admin", &admin, "--token-file", s(&token)])
+        .arg("ctl")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -455,7 +460,16 @@ fn a_complete_answer_ends_without_waiting_for_the_close() {
 
 #[test]
 fn a_timeout_must_be_a_positive_number_of_seconds() {
-    let addr = answers(http(200, b"{}"));
+    let addr = answers(http(200, br#"{"ok":true,"summary":"fine"}"#));
+    for good in ["0.5", "3", "2.25"] {
+        let (code, out, err, _) = ctl_at(addr, &["--timeout", good, "reload"]);
+        assert_eq!(
+            (code, out.as_slice()),
+            (0, &b"reload done: fine\n"[..]),
+            "{}",
+            String::from_utf8_lossy(&err)
+        );
+    }
     for bad in ["0", "-1", "0.0", "abc", "", "inf", "NaN", "1e12"] {
         let (code, _, err, _) = ctl_at(addr, &["--timeout", bad, "status"]);
         let err = String::from_utf8_lossy(&err);
@@ -471,12 +485,14 @@ fn a_fifo_as_config_or_token_file_is_an_error_not_a_hang() {
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo on a path in a fresh temporary directory.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-    let start = Instant::now();
-    let (code, _, err) = ctl(&["-c", s(&fifo), "status"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("is a FIFO"), "{err}");
-    let (code, _, err) = ctl(&["--admin", "127.0.0.1:1", "--token-file", s(&fifo), "status"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("is a FIFO"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(20));
+    for args in [
+        &["-c", s(&fifo), "status"][..],
+        &["--admin", "127.0.0.1:1", "--token-file", s(&fifo), "status"],
+    ] {
+        let (code, _, err, took) = ctl_bounded(args);
+        let err = String::from_utf8_lossy(&err);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("is a FIFO"), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
 }
