@@ -1,16 +1,20 @@
 //! `easyproxy ctl`: the admin API's command-line client. Finds the API
 //! (`--admin`, else `[admin]` of the configuration file, the unix socket
 //! first), sends one request, prints the answer (a table, a line, or the
-//! raw JSON with `--json`) and exits 0 when done, 1 when refused, 2 when
-//! the proxy cannot be reached.
+//! JSON with `--json`) and exits 0 when done, 1 when refused, 2 when there
+//! is no complete answer (cannot connect, `--timeout` passed, incomplete).
 //!
-//! `client` sends the request, `table` prints the status table.
+//! `client` sends the request within one deadline, `table` renders the
+//! status table, `clean` makes what the server sent safe to print.
 
+mod clean;
 mod client;
 mod table;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -21,8 +25,14 @@ pub use client::Endpoint;
 pub const DONE: u8 = 0;
 /// Exit status: the proxy (or this command) refused; the error is printed.
 pub const REFUSED: u8 = 1;
-/// Exit status: the proxy cannot be reached.
+/// Exit status: no complete answer (cannot connect, `--timeout` passed,
+/// an incomplete or malformed answer).
 pub const UNREACHABLE: u8 = 2;
+
+/// Most bytes of a body that is not JSON shown in an error.
+const MAX_SHOWN: usize = 4096;
+/// Longest `--timeout`.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// `easyproxy ctl` options.
 #[derive(clap::Args, Debug)]
@@ -36,9 +46,12 @@ pub struct CtlArgs {
     /// The configuration file to read [admin] from [default: easyproxy.toml]
     #[arg(short = 'c', long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
-    /// Print the proxy's JSON answer as it came
+    /// Print the proxy's JSON answer (control characters escaped)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Give up after this long, connecting, sending and reading together (fractions allowed)
+    #[arg(long, value_name = "SECONDS", global = true, default_value = "10", value_parser = parse_timeout, allow_negative_numbers = true)]
+    pub timeout: Duration,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -80,16 +93,26 @@ pub fn run(args: CtlArgs, config: Option<&Path>) -> ExitCode {
         Err(e) => return fail(REFUSED, &e),
     };
     let body = body.map(|b| b.to_string());
-    let answer = match client::request(&to, method, path, token.as_ref(), body.as_deref()) {
+    let deadline = client::Deadline::after(args.timeout);
+    let answer = match client::request(&to, method, path, token.as_ref(), body.as_deref(), &deadline) {
         Ok(a) => a,
-        Err(e) => return fail(UNREACHABLE, &format!("cannot reach the proxy: {e}")),
+        Err(e @ client::Failure::Connect(_)) => return fail(UNREACHABLE, &format!("cannot reach the proxy: {e}")),
+        Err(e) => return fail(UNREACHABLE, &format!("no complete answer from {to}: {e}")),
     };
-    let value: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+    // Not trusted: JSON only when it parses, and printed only cleaned.
+    let text = std::str::from_utf8(&answer.body).ok();
+    let value: Option<Value> = text.and_then(|t| serde_json::from_str(t).ok());
     if args.json {
-        print!("{}", answer.body);
+        if let (Some(text), Some(_)) = (text, &value) {
+            out(&clean::json(text));
+        }
     }
     if !(200..300).contains(&answer.status) {
-        let msg = value.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        let msg = match &value {
+            Some(v) => v.get("error").and_then(Value::as_str).map(clean::message),
+            None => Some(clean::snippet(&answer.body, MAX_SHOWN)).filter(|s| !s.is_empty()),
+        };
+        let msg = msg.unwrap_or_else(|| "no reason given".into());
         let hint = if answer.status == 401 {
             " (check --token-file)"
         } else {
@@ -97,22 +120,51 @@ pub fn run(args: CtlArgs, config: Option<&Path>) -> ExitCode {
         };
         return fail(REFUSED, &format!("refused ({}): {msg}{hint}", answer.status));
     }
+    let Some(value) = value else {
+        return fail(UNREACHABLE, &format!("{to} did not answer with JSON"));
+    };
     if value.get("ok") == Some(&Value::Bool(false)) {
-        let msg = value.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+        let msg = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or("no reason given".into(), clean::message);
         return fail(REFUSED, &format!("reload failed: {msg}"));
     }
     if !args.json {
         match done(&args.command, &value) {
-            Some(text) => print!("{text}"),
+            Some(text) => out(&text),
             None => return fail(UNREACHABLE, &format!("{to} did not answer like easyproxy")),
         }
     }
     ExitCode::from(DONE)
 }
 
+/// Prints `text` on stdout, through the filter whatever it is (the one
+/// way out for what the server sent); a closed stdout ends quietly.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(clean::text(text).as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Says `msg` on stderr, on one line, filtered, and exits with `code`.
 fn fail(code: u8, msg: &str) -> ExitCode {
-    eprintln!("easyproxy ctl: {msg}");
+    let _ = writeln!(std::io::stderr().lock(), "easyproxy ctl: {}", clean::line(msg));
     ExitCode::from(code)
+}
+
+/// `--timeout`: seconds, more than 0 and at most a day, fractions allowed.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_string())?;
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+        return Err(format!(
+            "{s:?}: expected more than 0 and at most {MAX_TIMEOUT_SECS} seconds"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 /// Method, path and body of a command.
@@ -153,8 +205,8 @@ fn done(cmd: &CtlCommand, v: &Value) -> Option<String> {
     let target = || -> Option<String> {
         Some(format!(
             "{}/{}",
-            v.get("service")?.as_str()?,
-            v.get("backend")?.as_str()?
+            clean::line(v.get("service")?.as_str()?),
+            clean::line(v.get("backend")?.as_str()?)
         ))
     };
     Some(match cmd {
@@ -162,8 +214,8 @@ fn done(cmd: &CtlCommand, v: &Value) -> Option<String> {
         CtlCommand::Drain { .. } | CtlCommand::Maint { .. } | CtlCommand::Ready { .. } => format!(
             "{}: {} (was {}), {} active connections\n",
             target()?,
-            v.get("admin_state")?.as_str()?,
-            v.get("was")?.as_str()?,
+            clean::line(v.get("admin_state")?.as_str()?),
+            clean::line(v.get("was")?.as_str()?),
             v.get("active")?.as_u64()?
         ),
         CtlCommand::Weight { .. } => {
@@ -176,7 +228,7 @@ fn done(cmd: &CtlCommand, v: &Value) -> Option<String> {
                 v.get("closed")?.as_u64()?
             )
         }
-        CtlCommand::Reload => format!("reload done: {}\n", v.get("summary")?.as_str()?),
+        CtlCommand::Reload => format!("reload done: {}\n", clean::message(v.get("summary")?.as_str()?)),
     })
 }
 
@@ -226,7 +278,13 @@ fn parse_admin(a: &str) -> Result<Endpoint, String> {
 /// rest of the file need not be valid here). `required`: a missing file
 /// or table is an error.
 fn admin_section(config: &Path, required: bool) -> Result<Option<toml::Table>, String> {
-    let text = match std::fs::read_to_string(config) {
+    // A regular file only (a FIFO is an error, never a hang), bounded.
+    let read = crate::io::file::read_bounded(config, crate::config::MAX_FILE_SIZE).and_then(|b| {
+        String::from_utf8(b).map_err(|_| {
+            crate::io::file::ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+        })
+    });
+    let text = match read {
         Ok(t) => t,
         Err(_) if !required => return Ok(None),
         Err(e) => {
