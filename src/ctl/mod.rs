@@ -43,7 +43,7 @@ pub struct CtlArgs {
     /// The file holding the bearer token (TCP only) [default: [admin] token_file of --config]
     #[arg(long, value_name = "FILE", global = true)]
     pub token_file: Option<PathBuf>,
-    /// The configuration file to read [admin] from [default: easyproxy.toml]
+    /// The configuration file to read [admin] from [default: ./easyproxy.toml, else /etc/easyproxy/easyproxy.toml]
     #[arg(short = 'c', long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
     /// Print the proxy's JSON answer (control characters escaped)
@@ -80,6 +80,19 @@ pub enum CtlCommand {
     Reload,
 }
 
+/// The configuration ctl reads `[admin]` from without `--config`:
+/// `./easyproxy.toml` when there is one, else the packaged
+/// `/etc/easyproxy/easyproxy.toml`.
+fn default_config() -> &'static Path {
+    let here = Path::new("easyproxy.toml");
+    let system = Path::new("/etc/easyproxy/easyproxy.toml");
+    if here.exists() || !system.exists() {
+        here
+    } else {
+        system
+    }
+}
+
 /// Runs `easyproxy ctl` (`config`: the top-level `--config`, used when
 /// the command has none).
 pub fn run(args: CtlArgs, config: Option<&Path>) -> ExitCode {
@@ -87,7 +100,10 @@ pub fn run(args: CtlArgs, config: Option<&Path>) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(REFUSED, &e),
     };
-    let config = args.config.as_deref().or(config).unwrap_or(Path::new("easyproxy.toml"));
+    let config: &Path = match args.config.as_deref().or(config) {
+        Some(p) => p,
+        None => default_config(),
+    };
     let (to, token) = match endpoint(&args, config) {
         Ok(t) => t,
         Err(e) => return fail(REFUSED, &e),
