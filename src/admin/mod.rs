@@ -88,11 +88,15 @@ impl AdminServer {
             Some(a) => Change::New(listen::bind_tcp(a)?),
         };
         let path = new.and_then(|a| a.socket.clone());
-        let unix = match path {
-            None if self.unix.is_some() => Change::Close,
-            None => Change::Keep,
-            Some(p) if self.socket_path() == Some(p.as_path()) => Change::Keep,
-            Some(p) => Change::New(listen::bind_unix(&p)?),
+        // The file at the path is compared, not the path: the same socket
+        // through another spelling (a symlinked directory, `dir/../dir`) is
+        // kept, and a socket file that was deleted or replaced since is
+        // made afresh (a reload brings `ctl` back).
+        let unix = match (path, &self.unix) {
+            (None, Some(_)) => Change::Close,
+            (None, None) => Change::Keep,
+            (Some(p), Some(u)) if u.is_at(&p) => Change::Keep,
+            (Some(p), _) => Change::New(listen::bind_unix(&p)?),
         };
         Ok(Rebind { tcp, unix })
     }
@@ -123,6 +127,12 @@ impl AdminServer {
             Change::Keep => {}
             Change::Close => self.close_unix(registry),
             Change::New(mut u) => {
+                if self.socket_path() == Some(u.path()) {
+                    log::warn!(
+                        "admin: the socket file {} was deleted or replaced; made it afresh",
+                        u.path().display()
+                    );
+                }
                 self.close_unix(registry);
                 match registry.register(&mut u.listener, Target::AdminSocket.token(), Interest::READABLE) {
                     Ok(()) => {
