@@ -5,11 +5,12 @@
 //! client.
 //!
 //! One file per step: `listen` binds, `server` accepts and keeps the
-//! connection slots, `conn` reads a request and checks its token (`auth`),
-//! `request` parses and routes it to a [`Command`], `command` carries it
+//! connection slots, `conn` reads a request and checks its token (`auth`;
+//! refusals are summed up in the log by `attempts`), `request` parses and routes it to a [`Command`], `command` carries it
 //! out, `persist` keeps the changes in `global.state_file`. The loop hands
 //! requests from the server to `command` and the answers back.
 
+mod attempts;
 mod auth;
 pub mod command;
 mod conn;
