@@ -306,6 +306,22 @@ fn a_deleted_socket_file_comes_back_with_a_reload() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::symlink_metadata(files.socket()).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
+    // Something else in its place: a warning, the reload itself goes on;
+    // once the path is free again, the next reload makes the socket.
+    std::fs::remove_file(files.socket()).unwrap();
+    std::fs::write(files.socket(), "not a socket").unwrap();
+    let (code, _, v) = api_tcp(admin, "POST", "/v1/reload", Some(TOKEN), "");
+    assert_eq!((code, &v["ok"]), (200, &serde_json::Value::Bool(true)), "{v}");
+    p.wait_log(
+        "exists and is not a socket; refusing to replace it; the socket file is gone",
+        SOON,
+    );
+    assert_eq!(std::fs::read_to_string(files.socket()).unwrap(), "not a socket");
+    std::fs::remove_file(files.socket()).unwrap();
+    let (code, _, v) = api_tcp(admin, "POST", "/v1/reload", Some(TOKEN), "");
+    assert_eq!((code, &v["ok"]), (200, &serde_json::Value::Bool(true)), "{v}");
+    let (code, _) = api_unix(&files.socket(), "GET", "/v1/status", "");
+    assert_eq!(code, 200);
 }
 
 #[test]

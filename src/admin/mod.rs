@@ -92,11 +92,20 @@ impl AdminServer {
         // The file at the path is compared, not the path: the same socket
         // through another spelling (a symlinked directory, `dir/../dir`) is
         // kept, and a socket file that was deleted or replaced since is
-        // made afresh (a reload brings `ctl` back).
+        // made afresh (a reload brings `ctl` back). Only a new path that
+        // cannot be listened on fails the reload; the old path that cannot
+        // be made again is a warning, the rest of the reload goes on.
         let unix = match (path, &self.unix) {
             (None, Some(_)) => Change::Close,
             (None, None) => Change::Keep,
             (Some(p), Some(u)) if u.is_at(&p) => Change::Keep,
+            (Some(p), Some(u)) if u.path() == p => match listen::bind_unix(&p) {
+                Ok(again) => Change::New(again),
+                Err(e) => {
+                    log::warn!("{e}; the socket file is gone or not ours, and cannot be made again: only TCP reaches the admin API until a reload can");
+                    Change::Keep
+                }
+            },
             (Some(p), _) => Change::New(listen::bind_unix(&p)?),
         };
         Ok(Rebind { tcp, unix })
