@@ -2,9 +2,10 @@
 
 use std::time::Instant;
 
+use super::attempts::{Attempts, Kind};
 use super::auth::{Limiter, Verdict};
 use super::request::{self, Parsed, Request, MAX_INPUT};
-use super::stream::{Peer, Stream};
+use super::stream::{Address, Peer, Stream};
 use super::Command;
 use crate::config::AdminToken;
 use crate::stats::wire::{Step, Wire};
@@ -35,6 +36,8 @@ pub enum Next {
 pub struct Access<'a> {
     pub token: Option<&'a AdminToken>,
     pub limiter: &'a mut Limiter,
+    /// Where refusals are counted for the log.
+    pub attempts: &'a mut Attempts,
 }
 
 impl Conn {
@@ -62,25 +65,33 @@ impl Conn {
     }
 
     /// A TCP request must carry the token; a unix one is let in by the
-    /// socket file's permissions. Failures are logged with the peer, never
-    /// with what was sent.
+    /// socket file's permissions. Refusals are logged with the peer, never
+    /// with what was sent: the first of an address at once, the rest in
+    /// the summary of `attempts`.
     fn check(&self, req: &Request<'_>, access: &mut Access<'_>, now: Instant) -> Result<(), Answer> {
-        let Some(ip) = self.peer.ip() else { return Ok(()) };
+        let from = self.peer.address();
+        if from == Address::Unix {
+            return Ok(());
+        }
         let peer = self.peer;
-        let why = match access.limiter.check(access.token, req.bearer, ip, now) {
+        let verdict = access.limiter.check(access.token, req.bearer, from, now);
+        let (kind, why) = match verdict {
             Verdict::Ok => return Ok(()),
-            Verdict::Slowed => {
-                log::debug!("admin: peer={peer} too many failed attempts; answered 429");
-                return Err(request::error(429, "too many failed attempts; try again in a second"));
-            }
-            Verdict::Missing => "no bearer token",
-            Verdict::Wrong => "wrong token",
+            Verdict::Slowed => (Kind::Slowed, "too many failed attempts; answered 429"),
+            Verdict::Missing => (Kind::Missing, "unauthorized (no bearer token)"),
+            Verdict::Wrong => (Kind::Wrong, "unauthorized (wrong token)"),
         };
-        log::warn!(
-            "admin: peer={peer} unauthorized ({why}) {} {}",
-            req.method,
-            printable(req.path)
-        );
+        if access.attempts.note(from, kind, now) {
+            log::warn!(
+                "admin: peer={peer} {why} {} {} (more from {from} are summed up every {} s)",
+                req.method,
+                printable(req.path),
+                super::attempts::INTERVAL.as_secs()
+            );
+        }
+        if verdict == Verdict::Slowed {
+            return Err(request::error(429, "too many failed attempts; try again in a second"));
+        }
         Err(request::with_headers(
             401,
             "WWW-Authenticate: Bearer\r\n",

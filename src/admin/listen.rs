@@ -22,6 +22,14 @@ impl UnixSocket {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the file at `path` is this socket's: the same (device,
+    /// inode), whatever the spelling of the path (a final symlink is not
+    /// followed, so it never is). The socket holds its file's inode, so the
+    /// number cannot be reused while it listens.
+    pub fn is_at(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.id)
+    }
 }
 
 impl Drop for UnixSocket {
@@ -125,6 +133,28 @@ mod tests {
         let e = bind_unix(&d.join("link")).err().unwrap();
         assert!(e.contains("symbolic link"), "{e}");
         assert!(!d.join("elsewhere").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_socket_is_known_by_its_file_not_its_path() {
+        let d = dir("alias");
+        std::fs::create_dir(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("alias")).unwrap();
+        let path = d.join("real").join("a.sock");
+        let s = bind_unix(&path).unwrap();
+        assert!(s.is_at(&path));
+        assert!(s.is_at(&d.join("alias").join("a.sock")));
+        assert!(s.is_at(&d.join("real").join("..").join("real").join("a.sock")));
+        std::os::unix::fs::symlink(&path, d.join("link.sock")).unwrap();
+        assert!(!s.is_at(&d.join("link.sock")), "a symlink to it is not it");
+        std::fs::remove_file(&path).unwrap();
+        assert!(!s.is_at(&path), "deleted");
+        let again = bind_unix(&path).unwrap();
+        assert!(!s.is_at(&path) && again.is_at(&path), "made afresh");
+        drop(s);
+        assert!(path.exists(), "the old socket leaves the new file alone");
+        drop(again);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -5,11 +5,12 @@
 //! client.
 //!
 //! One file per step: `listen` binds, `server` accepts and keeps the
-//! connection slots, `conn` reads a request and checks its token (`auth`),
-//! `request` parses and routes it to a [`Command`], `command` carries it
+//! connection slots, `conn` reads a request and checks its token (`auth`;
+//! refusals are summed up in the log by `attempts`), `request` parses and routes it to a [`Command`], `command` carries it
 //! out, `persist` keeps the changes in `global.state_file`. The loop hands
 //! requests from the server to `command` and the answers back.
 
+mod attempts;
 mod auth;
 pub mod command;
 mod conn;
@@ -88,11 +89,24 @@ impl AdminServer {
             Some(a) => Change::New(listen::bind_tcp(a)?),
         };
         let path = new.and_then(|a| a.socket.clone());
-        let unix = match path {
-            None if self.unix.is_some() => Change::Close,
-            None => Change::Keep,
-            Some(p) if self.socket_path() == Some(p.as_path()) => Change::Keep,
-            Some(p) => Change::New(listen::bind_unix(&p)?),
+        // The file at the path is compared, not the path: the same socket
+        // through another spelling (a symlinked directory, `dir/../dir`) is
+        // kept, and a socket file that was deleted or replaced since is
+        // made afresh (a reload brings `ctl` back). Only a new path that
+        // cannot be listened on fails the reload; the old path that cannot
+        // be made again is a warning, the rest of the reload goes on.
+        let unix = match (path, &self.unix) {
+            (None, Some(_)) => Change::Close,
+            (None, None) => Change::Keep,
+            (Some(p), Some(u)) if u.is_at(&p) => Change::Keep,
+            (Some(p), Some(u)) if u.path() == p => match listen::bind_unix(&p) {
+                Ok(again) => Change::New(again),
+                Err(e) => {
+                    log::warn!("{e}; the socket file is gone or not ours, and cannot be made again: only TCP reaches the admin API until a reload can");
+                    Change::Keep
+                }
+            },
+            (Some(p), _) => Change::New(listen::bind_unix(&p)?),
         };
         Ok(Rebind { tcp, unix })
     }
@@ -123,6 +137,12 @@ impl AdminServer {
             Change::Keep => {}
             Change::Close => self.close_unix(registry),
             Change::New(mut u) => {
+                if self.socket_path() == Some(u.path()) {
+                    log::warn!(
+                        "admin: the socket file {} was deleted or replaced; made it afresh",
+                        u.path().display()
+                    );
+                }
                 self.close_unix(registry);
                 match registry.register(&mut u.listener, Target::AdminSocket.token(), Interest::READABLE) {
                     Ok(()) => {

@@ -1,4 +1,4 @@
-//! Admin API, requests: the head parsed with httparse, a body of at most 4 KiB (Content-Length only), routed to a [`Command`] or answered with an error.
+//! Admin API, requests: the head (at most 8 KiB) parsed with httparse, a body of at most 4 KiB (Content-Length of plain digits only), routed to a [`Command`] or answered with an error.
 
 use serde_json::{json, Map, Value};
 
@@ -37,36 +37,48 @@ pub enum Parsed<'a> {
 pub fn parse(input: &[u8], eof: bool) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
+    let too_large = || Parsed::Answer(error(431, "request header too large"));
     let head_len = match req.parse(input) {
+        // However it arrived: in one segment the whole head is there at once.
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return too_large(),
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
-            return Parsed::Answer(error(431, "request header too large"))
-        }
+        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return too_large(),
         Ok(httparse::Status::Partial) if eof => return Parsed::Close,
         Ok(httparse::Status::Partial) => return Parsed::Wait,
+        Err(httparse::Error::TooManyHeaders) => return too_large(),
         Err(_) => return Parsed::Answer(error(400, "malformed request")),
     };
-    let (mut length, mut bearer) = (None, None);
+    let (mut length, mut bearer, mut chunked) = (None, None, None);
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Answer(error(411, "send the body with Content-Length"));
+            let only_chunked = h.value.eq_ignore_ascii_case(b"chunked");
+            chunked = Some(chunked.unwrap_or(true) && only_chunked);
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match (n, length) {
+            match (content_length(h.value), length) {
                 (Some(n), None) => length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
-                _ => return Parsed::Answer(error(400, "bad Content-Length")),
+                _ => return Parsed::Answer(error(400, "bad Content-Length (one value, plain digits)")),
             }
         } else if h.name.eq_ignore_ascii_case("authorization") {
             bearer = bearer_token(h.value);
         }
     }
+    // A body framed two ways is how requests are smuggled past proxies.
+    match (chunked, length) {
+        (None, _) => {}
+        (Some(_), Some(_)) => return Parsed::Answer(error(400, "Transfer-Encoding and Content-Length together")),
+        (Some(true), None) => return Parsed::Answer(error(411, "send the body with Content-Length")),
+        (Some(false), None) => {
+            return Parsed::Answer(error(501, "Transfer-Encoding is not supported; send Content-Length"))
+        }
+    }
     let length = length.unwrap_or(0);
-    if length > MAX_BODY {
+    if length > MAX_BODY as u64 {
         return Parsed::Answer(error(413, &format!("the body may have at most {MAX_BODY} bytes")));
     }
+    let Ok(length) = usize::try_from(length) else {
+        return Parsed::Answer(error(413, &format!("the body may have at most {MAX_BODY} bytes")));
+    };
     let Some(body) = input.get(head_len..head_len + length) else {
         return if eof { Parsed::Close } else { Parsed::Wait };
     };
@@ -76,6 +88,21 @@ pub fn parse(input: &[u8], eof: bool) -> Parsed<'_> {
         bearer,
         body,
     })
+}
+
+/// A `Content-Length` value (httparse has taken the spaces around it):
+/// ASCII digits only (no sign, no `_`, no list), leading zeros allowed as
+/// the grammar allows them; a number past `u64` counts as `u64::MAX`
+/// (too large either way).
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))),
+    )
 }
 
 /// The token of `Bearer TOKEN` (scheme case-insensitive).
@@ -236,6 +263,47 @@ mod tests {
         assert!(routed("\x01\x02 garbage\r\n\r\n")
             .unwrap_err()
             .starts_with("HTTP/1.1 400"));
+    }
+
+    fn status_of(raw: &str) -> String {
+        match routed(raw) {
+            Ok(c) => format!("{c:?}"),
+            Err(a) => a.get(9..12).unwrap_or("").to_string(),
+        }
+    }
+
+    #[test]
+    fn content_length_is_one_value_of_plain_digits() {
+        let post = |headers: &str| status_of(&format!("POST /v1/reload HTTP/1.1\r\n{headers}\r\n{{}}"));
+        for bad in ["+2", "-0", "-2", "1_0", "0x2", "2 2", "2,2", "2, 2", "", "\u{b2}", "2."] {
+            assert_eq!(post(&format!("Content-Length: {bad}\r\n")), "400", "{bad:?}");
+        }
+        assert_eq!(post("Content-Length: 2\r\nContent-Length: 3\r\n"), "400");
+        assert_eq!(post("Content-Length:    2 \t\r\n"), "Reload");
+        assert_eq!(post("Content-Length: 0002\r\ncontent-length: 2\r\n"), "Reload");
+        assert_eq!(post(&format!("Content-Length: {}\r\n", "9".repeat(40))), "413");
+        assert_eq!(post(&format!("Content-Length: {}\r\n", u64::MAX)), "413");
+        assert_eq!(post("Transfer-Encoding: chunked\r\nContent-Length: 2\r\n"), "400");
+        assert_eq!(post("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n"), "400");
+        assert_eq!(post("Transfer-Encoding: chunked\r\n"), "411");
+        assert_eq!(post("Transfer-Encoding: gzip\r\n"), "501");
+        assert_eq!(post("Transfer-Encoding: gzip, chunked\r\n"), "501");
+    }
+
+    #[test]
+    fn the_head_limit_holds_however_the_head_arrives() {
+        let head = |filler: usize| format!("GET /v1/status HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(filler));
+        let exact = head(MAX_HEAD - head(0).len());
+        assert_eq!(exact.len(), MAX_HEAD);
+        assert_eq!(status_of(&exact), "Status");
+        let over = head(MAX_HEAD + 1 - head(0).len());
+        assert_eq!(status_of(&over), "431", "complete, in one piece, one byte over");
+        assert_eq!(status_of(&head(9000)), "431");
+        // Incomplete and past the limit already.
+        let partial = &head(9000)[..MAX_HEAD + 1];
+        assert!(matches!(parse(partial.as_bytes(), false), Parsed::Answer(_)));
+        let many: String = (0..33).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(status_of(&format!("GET /v1/status HTTP/1.1\r\n{many}\r\n")), "431");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Admin API, listen and accept: the listeners, a bounded set of connection slots with the stats port's eviction, the turn's budget, and the requests handed to the loop.
+//! Admin API, listen and accept: the listeners, a bounded set of connection slots (per listener and per address) with the stats port's eviction, the turn's budget, and the requests handed to the loop.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
@@ -8,10 +8,11 @@ use mio::net::TcpListener;
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use super::attempts::{Attempts, Kind};
 use super::auth::Limiter;
 use super::conn::{Access, Conn, Next};
 use super::listen::UnixSocket;
-use super::stream::{Peer, Stream};
+use super::stream::{Address, Peer, Stream};
 use super::Command;
 use crate::config::AdminToken;
 use crate::io::socket;
@@ -22,6 +23,12 @@ use crate::token::Target;
 
 /// Connections open at once per listener (TCP, unix).
 pub const MAX_PER_LISTENER: usize = 32;
+/// Connections open at once from one TCP address (an IPv4 address, an
+/// IPv6 /64), so that one address cannot hold the listener.
+pub const MAX_PER_ADDRESS: usize = 4;
+/// The slot named by the timer entry of the refused-attempts summary (no
+/// connection has it: a slab never grows that far).
+const SUMMARY_KEY: usize = usize::MAX;
 /// Accepts per listener per loop turn.
 const ACCEPT_BATCH: usize = 32;
 /// Time a client has to send its request and read the answer.
@@ -56,6 +63,15 @@ enum Origin {
 /// sat on its slot for a while without a complete request, else of the
 /// oldest one not reading its answer; with none of these, new clients wait
 /// in the listen backlog. One loop turn does at most a [`Budget`] of work.
+///
+/// One address holds at most [`MAX_PER_ADDRESS`] TCP slots (the unix
+/// socket counts as one address holding all of its listener's): a new
+/// connection from an address at its cap takes the slot of that address's
+/// own connection that is done, else of its oldest without a complete
+/// request, however young, else of its oldest not reading its answer for
+/// a while; with none of these, the new connection is closed at once. So a
+/// slowloris from one address churns through its own slots and never makes
+/// other clients wait in the backlog.
 pub struct AdminServer {
     pub(super) tcp: Option<TcpListener>,
     /// The configured `admin.listen` (its port may be 0).
@@ -67,6 +83,7 @@ pub struct AdminServer {
     queue: VecDeque<(usize, u64)>,
     ready: Vec<Ready>,
     limiter: Limiter,
+    attempts: Attempts,
     budget: Budget,
     next_id: u64,
     /// Listeners with clients waiting (TCP, unix).
@@ -78,7 +95,7 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// A server with no listener yet (see `reconfigure`).
-    pub fn idle(now: Instant) -> AdminServer {
+    pub fn idle(_now: Instant) -> AdminServer {
         AdminServer {
             tcp: None,
             listen: None,
@@ -87,7 +104,8 @@ impl AdminServer {
             conns: Slab::new(),
             queue: VecDeque::new(),
             ready: Vec::new(),
-            limiter: Limiter::new(now),
+            limiter: Limiter::new(),
+            attempts: Attempts::new(),
             budget: Budget::default(),
             next_id: 1,
             pending: [true, true],
@@ -141,7 +159,9 @@ impl AdminServer {
                 return Ok(());
             }
             let full = self.count(origin) >= MAX_PER_LISTENER;
-            let blocked = full && self.victim(origin, now).is_none();
+            // The unix socket is one address: its own oldest makes room.
+            let own = origin == Origin::Unix && self.own_victim(Address::Unix, now).is_some();
+            let blocked = full && !own && self.victim(origin, now).is_none();
             if let Some(b) = self.blocked.get_mut(slot) {
                 *b = blocked;
             }
@@ -167,7 +187,29 @@ impl AdminServer {
                 Err(e) if socket::is_transient_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
-            if full {
+            let from = peer.address();
+            let cap = cap_of(from);
+            if self.count_of(from) >= cap {
+                let room = self.own_victim(from, now);
+                let at_once = self.attempts.note(from, Kind::Crowded { cap }, now);
+                self.arm_summary(timers);
+                let what = if room.is_some() {
+                    "closing its oldest"
+                } else {
+                    "closing this one"
+                };
+                if at_once {
+                    log::warn!(
+                        "admin: peer={peer} {from} has {cap} connections open, the most one address may; {what}"
+                    );
+                }
+                match room {
+                    Some(k) => {
+                        self.conns.remove(k);
+                    }
+                    None => continue,
+                }
+            } else if full {
                 if let Some(k) = self.victim(origin, now) {
                     log::debug!("admin: every slot taken, closing one to make room");
                     self.conns.remove(k);
@@ -222,6 +264,24 @@ impl AdminServer {
         wire::victim(of_origin.map(|(k, (_, c))| (k, &c.wire)), now)
     }
 
+    fn count_of(&self, from: Address) -> usize {
+        self.conns.iter().filter(|(_, (_, c))| c.peer.address() == from).count()
+    }
+
+    /// The slot `from` gives up for a new connection of its own when it
+    /// is at its cap (see [`AdminServer`]).
+    fn own_victim(&self, from: Address, now: Instant) -> Option<usize> {
+        let own = self.conns.iter().filter(|(_, (_, c))| c.peer.address() == from);
+        wire::own_victim(own.map(|(k, (_, c))| (k, &c.wire)), now)
+    }
+
+    /// Arms the summary's timer when a summary interval has begun.
+    fn arm_summary(&mut self, timers: &mut Timers) {
+        if let Some(at) = self.attempts.take_timer() {
+            timers.add(at, TimerKind::AdminConn(SUMMARY_KEY, 0));
+        }
+    }
+
     /// Readiness on a connection.
     pub fn on_event(&mut self, key: usize, timers: &mut Timers, now: Instant) {
         self.budget.begin(now);
@@ -266,8 +326,14 @@ impl AdminServer {
             let mut access = Access {
                 token: self.token.as_ref(),
                 limiter: &mut self.limiter,
+                attempts: &mut self.attempts,
             };
-            conn.read_request(&mut self.budget, &mut access, now)
+            let next = conn.read_request(&mut self.budget, &mut access, now);
+            // As `arm_summary` (a field borrow: `conn` is still held).
+            if let Some(at) = self.attempts.take_timer() {
+                timers.add(at, TimerKind::AdminConn(SUMMARY_KEY, 0));
+            }
+            next
         } else {
             Ok(Next::Out)
         };
@@ -339,6 +405,9 @@ impl AdminServer {
     /// A connection's timer entry: closes it at its deadline (a parked one
     /// is told its outcome did not come in time).
     pub fn on_timer(&mut self, key: usize, id: u64, now: Instant, timers: &mut Timers) {
+        if key == SUMMARY_KEY {
+            return self.attempts.on_timer(now);
+        }
         // A slot may have become evictable.
         self.blocked = [false, false];
         let Some((_, conn)) = self.conns.get(key).filter(|(_, c)| c.wire.id == id) else {
@@ -352,5 +421,13 @@ impl AdminServer {
         } else {
             self.conns.remove(key);
         }
+    }
+}
+
+/// The most connections `from` may have open at once.
+fn cap_of(from: Address) -> usize {
+    match from {
+        Address::Ip(_) => MAX_PER_ADDRESS,
+        Address::Unix => MAX_PER_LISTENER,
     }
 }

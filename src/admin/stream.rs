@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use mio::event::Source;
@@ -28,12 +28,43 @@ pub enum Peer {
     },
 }
 
-impl Peer {
-    /// The IP address failures are counted against (TCP only).
-    pub fn ip(&self) -> Option<IpAddr> {
+/// Who a limit applies to: one IPv4 address, one IPv6 /64 (a host is
+/// usually given a whole /64 and may pick any address in it), or the unix
+/// socket as a whole (its clients are local processes of the user it
+/// belongs to). Failed token checks and connection slots are counted per
+/// `Address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Address {
+    Ip(IpAddr),
+    Unix,
+}
+
+impl Address {
+    /// The address `ip` counts under (an IPv4-mapped IPv6 address as IPv4).
+    pub fn of(ip: IpAddr) -> Address {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Address::Ip(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => Address::Ip(IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)))),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Peer::Tcp(a) => Some(a.ip()),
-            Peer::Unix { .. } => None,
+            Address::Ip(IpAddr::V4(a)) => write!(f, "{a}"),
+            Address::Ip(IpAddr::V6(a)) => write!(f, "{a}/64"),
+            Address::Unix => f.write_str("the unix socket"),
+        }
+    }
+}
+
+impl Peer {
+    /// The address its limits are counted against.
+    pub fn address(&self) -> Address {
+        match self {
+            Peer::Tcp(a) => Address::of(a.ip()),
+            Peer::Unix { .. } => Address::Unix,
         }
     }
 

@@ -83,6 +83,15 @@ impl Validator {
                 "not used without admin.listen (the unix socket's access is its file permissions)",
             );
         }
+        if let Some(l) = listen.filter(|l| !l.ip().to_canonical().is_loopback()) {
+            self.warn(
+                "admin.listen",
+                format!(
+                    "{l} is not loopback: the bearer token travels in plain HTTP to anyone on the path \
+                     (keep it on 127.0.0.1 or ::1, use the unix socket, or tunnel it through TLS/SSH)"
+                ),
+            );
+        }
         if a.socket.as_ref().is_some_and(|s| s.as_os_str().is_empty()) {
             self.err("admin.socket", "must not be empty");
         }
@@ -243,6 +252,18 @@ mod tests {
         assert!(shown.contains("admin: listen 127.0.0.1:7260 (token from"), "{shown}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = parse(&format!("listen = \"127.0.0.1:7260\"\ntoken_file = {path:?}")).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        for open in ["0.0.0.0:7260", "10.1.2.3:7260", "[::]:7260"] {
+            let c = parse(&format!("listen = \"{open}\"\ntoken_file = {path:?}")).unwrap();
+            assert!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.starts_with("admin.listen: ") && w.contains("is not loopback")),
+                "{open}: {:?}",
+                c.warnings
+            );
+        }
+        let c = parse(&format!("listen = \"[::1]:7260\"\ntoken_file = {path:?}")).unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         std::fs::remove_dir_all(&d).unwrap();
     }

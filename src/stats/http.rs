@@ -23,6 +23,7 @@ pub(super) enum Reply {
 /// The reply to `head` (`eof`: the client has finished sending).
 pub(super) fn reply(head: &[u8], eof: bool) -> Reply {
     match parse(head) {
+        Parsed::TooLarge => Reply::Send(response(431, "text/plain", "", b"request header too large\n"), false),
         Parsed::Partial if head.len() > MAX_HEAD => {
             Reply::Send(response(431, "text/plain", "", b"request header too large\n"), false)
         }
@@ -36,19 +37,26 @@ pub(super) fn reply(head: &[u8], eof: bool) -> Reply {
 enum Parsed<'a> {
     Partial,
     Bad,
-    Request { method: &'a str, path: &'a str },
+    /// Complete but longer than [`MAX_HEAD`] (it came in one go), or more
+    /// header lines than are parsed.
+    TooLarge,
+    Request {
+        method: &'a str,
+        path: &'a str,
+    },
 }
 
 fn parse(head: &[u8]) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Parsed::TooLarge,
         Ok(httparse::Status::Complete(_)) => Parsed::Request {
             method: req.method.unwrap_or(""),
             path: req.path.unwrap_or(""),
         },
         Ok(httparse::Status::Partial) => Parsed::Partial,
-        // Malformed, or more headers than the array above holds.
+        Err(httparse::Error::TooManyHeaders) => Parsed::TooLarge,
         Err(_) => Parsed::Bad,
     }
 }
@@ -98,6 +106,7 @@ pub(crate) fn response(status: u16, content_type: &str, extra_headers: &str, bod
         413 => "Content Too Large",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Error",
     };
@@ -120,6 +129,16 @@ mod tests {
         ));
         assert!(matches!(parse(b"GET /stats HTTP/1.1\r\nHost"), Parsed::Partial));
         assert!(matches!(parse(b"\x00\x01garbage\r\n\r\n"), Parsed::Bad));
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert!(
+            matches!(parse(long.as_bytes()), Parsed::TooLarge),
+            "a complete head over the limit"
+        );
+        let many: String = (0..65).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert!(matches!(
+            parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            Parsed::TooLarge
+        ));
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub(crate) fn victim<'a, S: 'a>(
         conns
             .clone()
             .filter(|(_, w)| pick(w))
-            .min_by_key(|(_, w)| w.accepted)
+            .min_by_key(|(_, w)| (w.accepted, w.id))
             .map(|(k, _)| k)
     };
     oldest(&|w| matches!(w.stage, Stage::Draining(_)))
@@ -237,4 +237,70 @@ pub(crate) fn victim<'a, S: 'a>(
         // A client that does not read its answer holds the slot no
         // longer than one that does not send its request.
         .or_else(|| oldest(&|w| matches!(w.stage, Stage::Writing) && stale(w)))
+}
+
+/// The slot a client at its per-address cap gives up for its own new
+/// connection: one of its connections already answered, else its oldest
+/// without a complete request however young (its new one is as likely to
+/// be the slow one, and waiting would leave the listener to it), else its
+/// oldest that has not taken its answer in EVICT_MIN_AGE. A parked one is
+/// never given up.
+pub(crate) fn own_victim<'a, S: 'a>(
+    conns: impl Iterator<Item = (usize, &'a Wire<S>)> + Clone,
+    now: Instant,
+) -> Option<usize> {
+    let stale = |w: &Wire<S>| now.saturating_duration_since(w.accepted) >= EVICT_MIN_AGE;
+    let oldest = |pick: &dyn Fn(&Wire<S>) -> bool| {
+        conns
+            .clone()
+            .filter(|(_, w)| pick(w))
+            .min_by_key(|(_, w)| (w.accepted, w.id))
+            .map(|(k, _)| k)
+    };
+    oldest(&|w| matches!(w.stage, Stage::Draining(_)))
+        .or_else(|| oldest(&|w| matches!(w.stage, Stage::Reading)))
+        .or_else(|| oldest(&|w| matches!(w.stage, Stage::Writing) && stale(w)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(id: u64, stage: Stage, age_ms: u64, now: Instant) -> Wire<()> {
+        let accepted = now - Duration::from_millis(age_ms);
+        Wire {
+            id,
+            stream: (),
+            stage,
+            input: Vec::new(),
+            out: Arc::from(&b""[..]),
+            out_len: 0,
+            written: 0,
+            accepted,
+            deadline: now,
+            queued: false,
+        }
+    }
+
+    #[test]
+    fn an_address_at_its_cap_gives_up_its_own_oldest_however_young() {
+        let now = Instant::now();
+        let pick = |conns: &[Wire<()>]| own_victim(conns.iter().enumerate(), now);
+        // Young, incomplete: the oldest goes (the same age: the first accepted).
+        let young = [wire(2, Stage::Reading, 1, now), wire(1, Stage::Reading, 1, now)];
+        assert_eq!(pick(&young), Some(1));
+        assert_eq!(victim(young.iter().enumerate(), now), None, "not for another address");
+        // One that is done goes first; parked ones never; a young writer stays.
+        let mixed = [
+            wire(1, Stage::Parked, 900, now),
+            wire(2, Stage::Writing, 5, now),
+            wire(3, Stage::Reading, 5, now),
+            wire(4, Stage::Draining(0), 1, now),
+        ];
+        assert_eq!(pick(&mixed), Some(3));
+        let busy = [wire(1, Stage::Parked, 900, now), wire(2, Stage::Writing, 5, now)];
+        assert_eq!(pick(&busy), None, "the new connection is closed instead");
+        let slow_reader = [wire(1, Stage::Parked, 900, now), wire(2, Stage::Writing, 300, now)];
+        assert_eq!(pick(&slow_reader), Some(1));
+    }
 }
