@@ -33,12 +33,19 @@ fn cfg(listen: SocketAddr, strategy: &str, backends: &[(SocketAddr, &str)], more
     c
 }
 
-/// Replaces the running proxy's config file by a FIFO nobody writes: a
-/// read of it blocks until someone does.
-fn config_becomes_a_fifo(p: &Running) {
-    std::fs::remove_file(&p.config).unwrap();
-    let c_path = std::ffi::CString::new(p.config.as_os_str().as_encoded_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+/// Starts easyproxy with its reads of the config file held while the
+/// returned stall file exists (the loader's test hook: a read that hangs
+/// like one on a dead network mount; only regular files are opened, so a
+/// FIFO no longer stands in for it).
+fn start_stallable(config: &str) -> (Running, TempDir, std::path::PathBuf) {
+    let dir = TempDir::new();
+    let stall = dir.path("stall");
+    let hook = stall.clone();
+    let p = Running::start_with(config, move |mut c| {
+        c.env("EASYPROXY_TEST_READ_STALL", &hook);
+        c
+    });
+    (p, dir, stall)
 }
 
 fn stats(p: &Running) -> Value {
@@ -372,17 +379,18 @@ fn sighup_reopens_the_log_file_for_rotation() {
     let _ = child.wait();
 }
 
-/// The file is read off the loop: a reload stuck reading it (a FIFO nobody
-/// writes yet, standing in for a slow disk or a DNS server that does not
-/// answer for a hostname backend) stops no traffic, and the new file is
-/// applied once the read completes.
+/// The file is read off the loop: a reload stuck reading it (standing in
+/// for a hung mount or a DNS server that does not answer for a hostname
+/// backend) stops no traffic, and the new file is applied once the read
+/// completes.
 #[test]
 fn a_reload_stuck_reading_the_file_stops_no_traffic() {
     let a = Backend::tagged("A");
     let b = Backend::tagged("B");
     let listen = free_addr();
-    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
-    config_becomes_a_fifo(&p);
+    let (p, _dir, stall) = start_stallable(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
+    std::fs::write(&stall, "").unwrap();
+    std::fs::write(&p.config, cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], "")).unwrap();
     p.signal(libc::SIGHUP);
     p.wait_log("SIGHUP: reloading", SOON);
     thread::sleep(Duration::from_millis(100));
@@ -393,11 +401,8 @@ fn a_reload_stuck_reading_the_file_stops_no_traffic() {
     // A second SIGHUP meanwhile is queued behind the read in progress.
     p.signal(libc::SIGHUP);
     p.wait_log("again once the read in progress is done", SOON);
-    // Opening the FIFO for writing lets the reader go on.
-    std::fs::write(&p.config, cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], "")).unwrap();
-    p.wait_log("reload done", SOON);
-    // The queued read now finds the FIFO again; give it the same file.
-    std::fs::write(&p.config, cfg(listen, "round_robin", &[(a.addr, ""), (b.addr, "")], "")).unwrap();
+    // The read goes on; the queued one follows.
+    std::fs::remove_file(&stall).unwrap();
     p.wait_log_count("reload done", 2, SOON);
     let seen: String = (0..4).map(|_| served_by(listen)).collect();
     assert!(seen.contains('A') && seen.contains('B'), "{seen}");
@@ -478,28 +483,43 @@ fn a_refused_connect_to_a_removed_backend_leaves_nothing_behind() {
     assert_eq!(served_by(listen), "K");
 }
 
-/// A read that never ends (a FIFO nobody writes) fails the reload after its
-/// deadline, and the next SIGHUP reads the file afresh and applies it.
+/// A read that does not end fails the reload after its deadline, and the
+/// next SIGHUP reads the file afresh and applies it.
 #[test]
 fn a_stuck_read_fails_after_its_deadline_and_the_next_sighup_applies() {
     let a = Backend::tagged("A");
     let b = Backend::tagged("B");
     let listen = free_addr();
-    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
-    config_becomes_a_fifo(&p);
+    let (p, _dir, stall) = start_stallable(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
+    std::fs::write(&stall, "").unwrap();
     p.signal(libc::SIGHUP);
     let line = p.wait_log("reload failed", Duration::from_secs(40));
     assert!(line.contains("took longer than 10 s"), "{line}");
     assert_eq!(stats(&p)["reloads_failed"], 1);
     assert_eq!(served_by(listen), "A");
-    // The FIFO is still there, its reader stuck in it; a regular file in
-    // its place is read by the next SIGHUP.
-    std::fs::remove_file(&p.config).unwrap();
+    // The stuck reader ends; the next SIGHUP reads the file afresh.
+    std::fs::remove_file(&stall).unwrap();
     std::fs::write(&p.config, cfg(listen, "round_robin", &[(b.addr, "")], "")).unwrap();
     p.signal(libc::SIGHUP);
     p.wait_log("reload done", SOON);
     assert_eq!(served_by(listen), "B");
     assert_eq!(stats(&p)["reloads"], 1);
+}
+
+/// A FIFO as the configuration file fails the reload at once (only regular
+/// files are opened), and the running configuration stays.
+#[test]
+fn a_fifo_as_the_config_file_fails_the_reload_at_once() {
+    let a = Backend::tagged("A");
+    let listen = free_addr();
+    let p = Running::start(&cfg(listen, "round_robin", &[(a.addr, "")], ""));
+    std::fs::remove_file(&p.config).unwrap();
+    let c_path = std::ffi::CString::new(p.config.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    p.signal(libc::SIGHUP);
+    let line = p.wait_log("reload failed", SOON);
+    assert!(line.contains("is a FIFO, not a regular file"), "{line}");
+    assert_eq!(served_by(listen), "A");
 }
 
 /// Services that listen on port 0 each get their own port: a reload adding

@@ -1,5 +1,5 @@
 //! Reload, step 1: reading, validating and resolving the configuration file
-//! off the event loop. A slow disk, a FIFO nobody writes or a DNS server that
+//! off the event loop. A slow disk, a hung network mount or a DNS server that
 //! does not answer (hostname backends are resolved at every reload) would
 //! otherwise stop all traffic for as long as it takes. A helper thread does
 //! the blocking part and owns no socket; the loop applies the result when the
@@ -30,8 +30,8 @@ pub struct Prepared {
 /// or the error text to log.
 pub type Loaded = Result<Prepared, String>;
 
-/// How long a read may take before the reload is abandoned (a FIFO nobody
-/// writes, a hung network mount).
+/// How long a read may take before the reload is abandoned (a hung network
+/// mount, a DNS server that does not answer).
 pub const READ_DEADLINE: Duration = Duration::from_secs(10);
 /// Abandoned reads whose threads are still stuck; past this no new read
 /// starts (each holds a parked thread).
@@ -62,7 +62,15 @@ pub struct Loader {
     /// A result the loop should see without a thread (refused or failed to
     /// start).
     ready: Option<Loaded>,
+    /// Test hook (`EASYPROXY_TEST_READ_STALL`): while this file exists, a
+    /// read waits before it starts. It stands in for what a test cannot
+    /// make: a hung network mount, a DNS server that does not answer. (A
+    /// FIFO no longer does: only regular files are opened.)
+    stall: Option<PathBuf>,
 }
+
+/// The environment variable naming [`Loader`]'s stall file.
+pub const STALL_ENV: &str = "EASYPROXY_TEST_READ_STALL";
 
 impl Loader {
     /// A loader whose finished reads wake the poll with `token`.
@@ -78,6 +86,7 @@ impl Loader {
             threads: Arc::new(AtomicUsize::new(0)),
             deadline: None,
             ready: None,
+            stall: std::env::var_os(STALL_ENV).map(PathBuf::from),
         })
     }
 
@@ -112,12 +121,18 @@ impl Loader {
         let (tx, waker, threads) = (self.tx.clone(), Arc::clone(&self.waker), Arc::clone(&self.threads));
         let fallback = Arc::clone(&base);
         let thread_path = path.clone();
+        let stall = self.stall.clone();
         threads.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("easyproxy-config".into())
             .spawn(move || {
                 // A panic here must still answer, or every later reload
                 // would wait behind this one for ever.
+                if let Some(stall) = stall {
+                    while stall.exists() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 let loaded = std::panic::catch_unwind(|| read(&thread_path, base))
                     .unwrap_or_else(|_| Err("internal error while reading the file".into()));
                 threads.fetch_sub(1, Ordering::SeqCst);
@@ -240,9 +255,11 @@ mod tests {
     fn a_read_past_its_deadline_is_abandoned_and_its_late_answer_dropped() {
         let dir = std::env::temp_dir().join(format!("easyproxy-loader-late-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo.toml");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // The read of `stuck` waits while the stall file exists.
+        let stuck = dir.join("stuck.toml");
+        std::fs::write(&stuck, "garbage").unwrap();
+        let stall = dir.join("stall");
+        std::fs::write(&stall, "").unwrap();
         let good = dir.join("good.toml");
         std::fs::write(
             &good,
@@ -251,18 +268,20 @@ mod tests {
         .unwrap();
         let mut poll = Poll::new().unwrap();
         let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
+        loader.stall = Some(stall.clone());
         let now = Instant::now();
-        assert!(loader.start(fifo.clone(), base(), now));
+        assert!(loader.start(stuck.clone(), base(), now));
         let (gen, at) = loader.take_deadline().unwrap();
         assert_eq!(at, now + READ_DEADLINE);
         assert!(loader.expire(gen + 1, at).is_none(), "another read's deadline");
         let failed = loader.expire(gen, at).unwrap().unwrap_err();
         assert!(failed.contains("took longer than 10 s"), "{failed}");
         assert!(!loader.busy());
-        // The stuck reader finishes later (the FIFO gets a writer) while a
-        // new read runs: only the new read's answer comes out.
+        // The stuck reader finishes later (the stall ends) while a new
+        // read runs: only the new read's answer comes out.
+        loader.stall = None;
         assert!(loader.start(good.clone(), base(), at));
-        std::fs::write(&fifo, "garbage").unwrap();
+        std::fs::remove_file(&stall).unwrap();
         let next = wait(&mut poll, &mut loader);
         assert_eq!(next.unwrap().config.services[0].name, "b");
         std::fs::remove_dir_all(&dir).unwrap();
