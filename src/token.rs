@@ -18,6 +18,8 @@ pub enum Target {
     StatsListener,
     /// The waker of the configuration reader (a reload's file is read).
     ConfigLoaded,
+    /// The waker of the state file writer (a write is done).
+    StateWritten,
     /// A service's listener, by service key.
     Listener(usize),
     /// The client side of a pair, by pair key.
@@ -45,6 +47,7 @@ impl Target {
             Target::ConfigLoaded => (2, 0),
             Target::AdminListener => (3, 0),
             Target::AdminSocket => (4, 0),
+            Target::StateWritten => (5, 0),
             Target::Listener(i) => (i, 1),
             Target::Client(i) => (i, 2),
             Target::Backend(i) => (i, 3),
@@ -64,6 +67,7 @@ impl Target {
             0 if index == 2 => Target::ConfigLoaded,
             0 if index == 3 => Target::AdminListener,
             0 if index == 4 => Target::AdminSocket,
+            0 if index == 5 => Target::StateWritten,
             1 => Target::Listener(index),
             2 => Target::Client(index),
             3 => Target::Backend(index),
@@ -85,6 +89,7 @@ mod tests {
             Target::Signals,
             Target::StatsListener,
             Target::ConfigLoaded,
+            Target::StateWritten,
             Target::Listener(0),
             Target::Listener(7),
             Target::Client(0),
@@ -99,7 +104,7 @@ mod tests {
         ] {
             assert_eq!(Target::from_token(t.token()), Some(t));
         }
-        assert_eq!(Target::from_token(Token(5 << 3)), None);
+        assert_eq!(Target::from_token(Token(6 << 3)), None);
         assert_eq!(Target::from_token(Token(7)), None);
     }
 }
