@@ -88,9 +88,10 @@ impl Proxy {
         // The state file first, on its writer thread and with a deadline: a
         // hung mount delays the start by seconds, not for ever, and nothing
         // listens before it is read.
-        let waker = mio::Waker::new(poll.registry(), Target::StateWritten.token())
-            .map_err(|e| format!("cannot set up the state file writer: {e}"))?;
-        let mut store = Store::new(config.global.state_file.as_deref(), Some(Arc::new(waker)));
+        let waker = mio::Waker::new(poll.registry(), Target::Woken.token())
+            .map_err(|e| format!("cannot set up the poll's waker: {e}"))?;
+        let waker = Arc::new(waker);
+        let mut store = Store::new(config.global.state_file.as_deref(), Some(Arc::clone(&waker)));
         let saved = store.load(persist::START_WAIT);
         let now = Instant::now();
         let mut state = State::new(now);
@@ -118,8 +119,7 @@ impl Proxy {
         poll.registry()
             .register(signals.source(), Target::Signals.token(), Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
-        let loader = Loader::new(poll.registry(), Target::ConfigLoaded.token())
-            .map_err(|e| format!("cannot set up the configuration reader: {e}"))?;
+        let loader = Loader::new(waker);
         let mut admin = AdminServer::idle(now);
         let rebind = admin.prepare(config.admin.as_ref())?;
         admin.reconfigure(rebind, config.admin.as_ref(), poll.registry());
@@ -225,8 +225,10 @@ impl Proxy {
     fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
         match Target::from_token(event.token()) {
             Some(Target::Signals) => self.on_signals(now),
-            Some(Target::ConfigLoaded) => self.on_config_loaded(now),
-            Some(Target::StateWritten) => self.on_state_written(now),
+            Some(Target::Woken) => {
+                self.on_config_loaded(now);
+                self.on_state_written(now);
+            }
             Some(Target::Listener(key)) => {
                 if let Some(s) = self.state.services.get_mut(key) {
                     s.accept_ready = true;

@@ -16,10 +16,10 @@ pub enum Target {
     Signals,
     /// The `[stats]` HTTP listener.
     StatsListener,
-    /// The waker of the configuration reader (a reload's file is read).
-    ConfigLoaded,
-    /// The waker of the state file writer (a write is done).
-    StateWritten,
+    /// The waker of the helper threads (mio allows one per poll): the
+    /// configuration reader has read a reload's file, or the state file
+    /// writer has finished a job.
+    Woken,
     /// A service's listener, by service key.
     Listener(usize),
     /// The client side of a pair, by pair key.
@@ -44,10 +44,9 @@ impl Target {
         let (index, kind) = match self {
             Target::Signals => (0, 0),
             Target::StatsListener => (1, 0),
-            Target::ConfigLoaded => (2, 0),
+            Target::Woken => (2, 0),
             Target::AdminListener => (3, 0),
             Target::AdminSocket => (4, 0),
-            Target::StateWritten => (5, 0),
             Target::Listener(i) => (i, 1),
             Target::Client(i) => (i, 2),
             Target::Backend(i) => (i, 3),
@@ -64,10 +63,9 @@ impl Target {
         Some(match token.0 & KIND_MASK {
             0 if index == 0 => Target::Signals,
             0 if index == 1 => Target::StatsListener,
-            0 if index == 2 => Target::ConfigLoaded,
+            0 if index == 2 => Target::Woken,
             0 if index == 3 => Target::AdminListener,
             0 if index == 4 => Target::AdminSocket,
-            0 if index == 5 => Target::StateWritten,
             1 => Target::Listener(index),
             2 => Target::Client(index),
             3 => Target::Backend(index),
@@ -88,8 +86,7 @@ mod tests {
         for t in [
             Target::Signals,
             Target::StatsListener,
-            Target::ConfigLoaded,
-            Target::StateWritten,
+            Target::Woken,
             Target::Listener(0),
             Target::Listener(7),
             Target::Client(0),
@@ -104,7 +101,7 @@ mod tests {
         ] {
             assert_eq!(Target::from_token(t.token()), Some(t));
         }
-        assert_eq!(Target::from_token(Token(6 << 3)), None);
+        assert_eq!(Target::from_token(Token(5 << 3)), None);
         assert_eq!(Target::from_token(Token(7)), None);
     }
 }

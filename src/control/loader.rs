@@ -5,14 +5,13 @@
 //! the blocking part and owns no socket; the loop applies the result when the
 //! waker says it is there.
 
-use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Registry, Token, Waker};
+use mio::Waker;
 
 use crate::config::Config;
 use crate::control::reload::plan::Plan;
@@ -65,11 +64,11 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// A loader whose finished reads wake the poll with `token`.
-    pub fn new(registry: &Registry, token: Token) -> io::Result<Loader> {
+    /// A loader whose finished reads wake the poll through `waker`.
+    pub fn new(waker: Arc<Waker>) -> Loader {
         let (tx, rx) = mpsc::channel();
-        Ok(Loader {
-            waker: Arc::new(Waker::new(registry, token)?),
+        Loader {
+            waker,
             tx,
             rx,
             running: None,
@@ -78,7 +77,7 @@ impl Loader {
             threads: Arc::new(AtomicUsize::new(0)),
             deadline: None,
             ready: None,
-        })
+        }
     }
 
     /// Whether a read is running (or queued).
@@ -175,10 +174,15 @@ impl Loader {
     }
 }
 
-/// Reads, validates and resolves the file, and plans the change from
-/// `base`; errors on one line.
+/// Reads, validates and resolves the file (token and password files
+/// included, `state_file` checked against the others), and plans the
+/// change from `base`; errors on one line. All of it within
+/// [`READ_DEADLINE`].
 fn read(path: &std::path::Path, base: Arc<Config>) -> Loaded {
     let config = Config::load(path).map_err(|e| e.to_string().replace('\n', "; "))?;
+    config
+        .check_state_file(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let plan = Plan::new(&base, &config);
     Ok(Prepared { config, plan, base })
 }
@@ -186,7 +190,7 @@ fn read(path: &std::path::Path, base: Arc<Config>) -> Loaded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::{Events, Poll};
+    use mio::{Events, Poll, Waker};
     fn base() -> Arc<Config> {
         Arc::new(
             Config::parse(
@@ -221,7 +225,7 @@ mod tests {
         std::fs::write(&bad, "[[service]]\nnmae = 1\n").unwrap();
 
         let mut poll = Poll::new().unwrap();
-        let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
+        let mut loader = Loader::new(Arc::new(Waker::new(poll.registry(), mio::Token(1)).unwrap()));
         assert!(loader.start(good.clone(), base(), Instant::now()));
         assert!(
             !loader.start(bad.clone(), base(), Instant::now()),
@@ -250,7 +254,7 @@ mod tests {
         )
         .unwrap();
         let mut poll = Poll::new().unwrap();
-        let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
+        let mut loader = Loader::new(Arc::new(Waker::new(poll.registry(), mio::Token(1)).unwrap()));
         let now = Instant::now();
         assert!(loader.start(fifo.clone(), base(), now));
         let (gen, at) = loader.take_deadline().unwrap();
