@@ -143,7 +143,7 @@ impl Proxy {
     /// 200, or refused with 503; the next write goes out.
     pub(super) fn on_state_written(&mut self, now: Instant) {
         for done in self.store.reports(now) {
-            if !self.parked.0.front().is_some_and(|w| w.seq == Some(done.seq)) {
+            if self.parked.0.front().is_none_or(|w| w.seq != Some(done.seq)) {
                 // A write with no change waiting (a reload's); logged if it failed.
                 continue;
             }
