@@ -147,10 +147,12 @@ fn concurrent_changes_are_written_in_order_each_with_the_ones_before() {
     let list: Vec<(SocketAddr, &str)> = backends.iter().map(|&a| (a, "")).collect();
     let mut p = Running::start(&files.config("", &list));
     let admin = admin_addr(&p);
+    let state = files.state_file();
     let threads: Vec<_> = backends
         .iter()
         .enumerate()
         .map(|(i, &b)| {
+            let state = state.clone();
             thread::spawn(move || {
                 let (path, body) = if i % 2 == 0 {
                     (
@@ -163,12 +165,17 @@ fn concurrent_changes_are_written_in_order_each_with_the_ones_before() {
                         format!(r#"{{"service":"svc","backend":"{b}","weight":7}}"#),
                     )
                 };
-                api_tcp(admin, "POST", path, Some(TOKEN), &body).0
+                let code = api_tcp(admin, "POST", path, Some(TOKEN), &body).0;
+                // Answered 200: on disk already.
+                let on_disk = settings(&state_text(&state))
+                    .into_iter()
+                    .any(|(a, s, w)| a == b.to_string() && if i % 2 == 0 { s == "maint" } else { w == Some(7) });
+                (code, on_disk)
             })
         })
         .collect();
     for t in threads {
-        assert_eq!(t.join().unwrap(), 200);
+        assert_eq!(t.join().unwrap(), (200, true));
     }
     p.signal(libc::SIGKILL);
     p.wait_exit(SOON);
@@ -262,7 +269,14 @@ fn a_change_that_cannot_be_written_answers_503_and_changes_nothing() {
     // Fails even for root: the parent is a regular file.
     let not_dir = files.dir.path("plain");
     std::fs::write(&not_dir, "x").unwrap();
+    let served = Backend::tagged("A");
+    let backends = [served.addr, backends[1]];
     let p = Running::start(&config_with_state(&files, &not_dir.join("state"), &backends));
+    // Unreadable at start: a warning, and the proxy serves.
+    let line = p.wait_log("state file", SOON);
+    assert!(line.contains("[WARN]") && line.contains("cannot read it"), "{line}");
+    let mut c = connect(p.addr("svc"));
+    assert_eq!(read_n(&mut c, 1), b"A");
     let (code, v) = try_state(&p, backends[0], "maint");
     assert_eq!(code, 503, "{v}");
     assert!(v["error"].as_str().unwrap().contains("Not a directory"), "{v}");
@@ -389,18 +403,4 @@ fn a_fifo_at_the_temporary_name_is_replaced_not_waited_on() {
     assert_eq!(try_weight(&p, backends[1], "3").0, 200);
     let text = state_text(&state);
     assert!(text.contains("drain") && text.contains("\"weight\": 3"), "{text}");
-}
-
-#[test]
-fn a_state_file_that_cannot_be_read_at_start_is_a_warning_and_the_proxy_serves() {
-    let files = AdminFiles::new();
-    let backend = Backend::tagged("A");
-    let not_dir = files.dir.path("plain");
-    std::fs::write(&not_dir, "x").unwrap();
-    let text = config_with_state(&files, &not_dir.join("state"), &[backend.addr]);
-    let p = Running::start(&text);
-    let line = p.wait_log("state file", SOON);
-    assert!(line.contains("[WARN]") && line.contains("cannot read it"), "{line}");
-    let mut c = connect(p.addr("svc"));
-    assert_eq!(read_n(&mut c, 1), b"A");
 }
