@@ -6,9 +6,11 @@
 //! New clients are accepted after the event batch, so a slab slot freed in a
 //! batch is never reused within it (a stale event cannot reach a new pair).
 //! Signals, stop and reload are in `control`; the stats and admin side is
-//! glued in by `side`.
+//! glued in by `side`; admin changes that wait for the state file are in
+//! `durable`.
 
 mod control;
+mod durable;
 mod side;
 
 use std::io;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use mio::{Events, Interest, Poll};
 
-use crate::admin::persist::Store;
+use crate::admin::persist::{self, Store};
 use crate::admin::AdminServer;
 use crate::config::Config;
 use crate::control::loader::Loader;
@@ -67,6 +69,8 @@ pub struct Proxy {
     admin: AdminServer,
     /// `global.state_file` and its writer.
     store: Store,
+    /// Admin changes waiting for the state file, in order.
+    parked: durable::Parked,
     /// Reloads finished (applied or not): parked admin reload requests wait
     /// for a count.
     reloads_finished: u64,
@@ -77,10 +81,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds every listener and sets up the loop. Nothing is left half-started
-    /// on error.
+    /// Reads the state file, then binds every listener and sets up the
+    /// loop. Nothing is left half-started on error.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Proxy, String> {
         let poll = Poll::new().map_err(|e| format!("cannot create the poll: {e}"))?;
+        // The state file first, on its writer thread and with a deadline: a
+        // hung mount delays the start by seconds, not for ever, and nothing
+        // listens before it is read.
+        let waker = mio::Waker::new(poll.registry(), Target::Woken.token())
+            .map_err(|e| format!("cannot set up the poll's waker: {e}"))?;
+        let waker = Arc::new(waker);
+        let mut store = Store::new(config.global.state_file.as_deref(), Some(Arc::clone(&waker)));
+        let saved = store.load(persist::START_WAIT);
         let now = Instant::now();
         let mut state = State::new(now);
         for cfg in &config.services {
@@ -107,13 +119,11 @@ impl Proxy {
         poll.registry()
             .register(signals.source(), Target::Signals.token(), Interest::READABLE)
             .map_err(|e| format!("cannot register signals: {e}"))?;
-        let loader = Loader::new(poll.registry(), Target::ConfigLoaded.token())
-            .map_err(|e| format!("cannot set up the configuration reader: {e}"))?;
+        let loader = Loader::new(waker);
         let mut admin = AdminServer::idle(now);
         let rebind = admin.prepare(config.admin.as_ref())?;
         admin.reconfigure(rebind, config.admin.as_ref(), poll.registry());
-        let store = Store::new(config.global.state_file.as_deref());
-        store.restore(&mut state);
+        saved.restore(&mut state);
         let mut timers = Timers::default();
         let mut prober = Prober::default();
         for (key, svc) in state.services.iter() {
@@ -132,6 +142,7 @@ impl Proxy {
             stats,
             admin,
             store,
+            parked: durable::Parked::default(),
             reloads_finished: 0,
             timers_sweep_at: TIMERS_SLACK,
             shutdown_deadline: None,
@@ -148,7 +159,7 @@ impl Proxy {
     /// the last admin change is written to the state file before it returns.
     pub fn run(&mut self) -> io::Result<()> {
         let r = self.run_loop();
-        self.store.finish();
+        self.store.finish(&self.state);
         r
     }
 
@@ -175,6 +186,7 @@ impl Proxy {
             }
             self.traffic.drive_again(&mut ctx!(self, now));
             self.fire_timers(now);
+            self.expire_changes(now);
             self.compact_timers();
             self.traffic.accept(&mut ctx!(self, now));
             self.accept_stats(now);
@@ -194,7 +206,7 @@ impl Proxy {
     }
 
     /// Zero when work is waiting (a pair at its budget, clients to accept),
-    /// else until the next timer.
+    /// else until the next timer or state file deadline.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         let side_work = self.stats.as_ref().is_some_and(|s| s.wants_accept()) || self.admin.wants_accept();
         let accept_work =
@@ -202,14 +214,21 @@ impl Proxy {
         if self.traffic.has_again() || accept_work {
             Some(Duration::ZERO)
         } else {
-            self.timers.next_deadline().map(|d| d.saturating_duration_since(now))
+            let next = match (self.timers.next_deadline(), self.changes_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            next.map(|d| d.saturating_duration_since(now))
         }
     }
 
     fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
         match Target::from_token(event.token()) {
             Some(Target::Signals) => self.on_signals(now),
-            Some(Target::ConfigLoaded) => self.on_config_loaded(now),
+            Some(Target::Woken) => {
+                self.on_config_loaded(now);
+                self.on_state_written(now);
+            }
             Some(Target::Listener(key)) => {
                 if let Some(s) = self.state.services.get_mut(key) {
                     s.accept_ready = true;

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use easyproxy::ctl::{self, CtlArgs};
@@ -63,6 +64,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let config = match check_files(config, &args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            let sep = if args.check { "\n" } else { " " };
+            eprintln!("easyproxy: invalid configuration:{sep}{}: {e}", args.config.display());
+            return ExitCode::from(1);
+        }
+    };
     if args.check {
         return check(&args.config, &config, toml.as_deref());
     }
@@ -72,6 +81,32 @@ fn main() -> ExitCode {
             eprintln!("easyproxy: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// How long checking `state_file` against the other files may take (a
+/// `stat` on a hung mount does not return).
+const FILE_CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// [`Config::check_state_file`] on a thread, waited for at most
+/// [`FILE_CHECK_WAIT`]; the configuration comes back when it passes.
+fn check_files(config: Config, path: &Path) -> Result<Config, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let theirs = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("easyproxy-check".into())
+        .spawn(move || {
+            let checked = config.check_state_file(&theirs);
+            let _ = tx.send((config, checked));
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    match rx.recv_timeout(FILE_CHECK_WAIT) {
+        Ok((config, Ok(()))) => Ok(config),
+        Ok((_, Err(e))) => Err(e),
+        Err(_) => Err(format!(
+            "global.state_file: checking it took longer than {} s (a hung mount?)",
+            FILE_CHECK_WAIT.as_secs()
+        )),
     }
 }
 

@@ -16,8 +16,10 @@ pub enum Target {
     Signals,
     /// The `[stats]` HTTP listener.
     StatsListener,
-    /// The waker of the configuration reader (a reload's file is read).
-    ConfigLoaded,
+    /// The waker of the helper threads (mio allows one per poll): the
+    /// configuration reader has read a reload's file, or the state file
+    /// writer has finished a job.
+    Woken,
     /// A service's listener, by service key.
     Listener(usize),
     /// The client side of a pair, by pair key.
@@ -42,7 +44,7 @@ impl Target {
         let (index, kind) = match self {
             Target::Signals => (0, 0),
             Target::StatsListener => (1, 0),
-            Target::ConfigLoaded => (2, 0),
+            Target::Woken => (2, 0),
             Target::AdminListener => (3, 0),
             Target::AdminSocket => (4, 0),
             Target::Listener(i) => (i, 1),
@@ -61,7 +63,7 @@ impl Target {
         Some(match token.0 & KIND_MASK {
             0 if index == 0 => Target::Signals,
             0 if index == 1 => Target::StatsListener,
-            0 if index == 2 => Target::ConfigLoaded,
+            0 if index == 2 => Target::Woken,
             0 if index == 3 => Target::AdminListener,
             0 if index == 4 => Target::AdminSocket,
             1 => Target::Listener(index),
@@ -84,7 +86,7 @@ mod tests {
         for t in [
             Target::Signals,
             Target::StatsListener,
-            Target::ConfigLoaded,
+            Target::Woken,
             Target::Listener(0),
             Target::Listener(7),
             Target::Client(0),

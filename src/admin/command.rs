@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::persist::Override;
 use super::request::{answer, error};
 use super::stream::Peer;
 use super::Command;
@@ -27,36 +28,133 @@ pub struct Ctl<'a> {
 
 /// What a command came to.
 pub enum Outcome {
-    /// Answer this; `true` when admin states or weights changed (the state
-    /// file is to be written).
-    Answer(Answer, bool),
+    /// Answer this.
+    Answer(Answer),
+    /// A change of admin state or weight, checked but not made: [`apply`]
+    /// makes it (once the state file holds it, when there is one).
+    Change(Change),
     /// A reload: the answer waits for its outcome.
     Reload,
 }
 
-/// Carries out `cmd`, sent by `peer`.
+/// An admin state or weight change of one backend, named as the file
+/// names them (so it still finds its backend, or none, after a reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub service: String,
+    pub backend: String,
+    pub to: Setting,
+}
+
+/// What a [`Change`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    State(AdminState),
+    /// `None`: the file's weight again.
+    Weight(Option<u32>),
+}
+
+impl Change {
+    /// The keys of its service and backend, if both still run.
+    pub fn locate(&self, state: &State) -> Option<(usize, usize)> {
+        let (sk, svc) = state
+            .services
+            .iter()
+            .find(|(_, s)| !s.removed && s.cfg.name == self.service)?;
+        let bal = &svc.balancer;
+        let bk = bal
+            .order()
+            .iter()
+            .copied()
+            .find(|&k| bal.backends.get(k).is_some_and(|b| b.cfg.address == self.backend))?;
+        Some((sk, bk))
+    }
+
+    /// The backend's settings as the change would leave them, for the
+    /// state file written before it is made; `None` when it is gone.
+    pub fn planned(&self, state: &State) -> Option<Override> {
+        let (sk, bk) = self.locate(state)?;
+        let b = state.services.get(sk)?.balancer.backends.get(bk)?;
+        let (admin, weight) = match self.to {
+            Setting::State(s) => (s, b.weight_override),
+            Setting::Weight(w) => (b.admin, w),
+        };
+        Some(Override {
+            service: sk,
+            backend: bk,
+            admin,
+            weight,
+        })
+    }
+}
+
+/// Carries out `cmd`, sent by `peer`; a change of state or weight is only
+/// checked (see [`Outcome::Change`]).
 pub fn execute(cmd: Command, peer: &Peer, ctl: &mut Ctl<'_>) -> Outcome {
-    let result = match cmd {
+    let (service, backend, to) = match cmd {
         Command::Reload => return Outcome::Reload,
-        Command::Status => return Outcome::Answer(status(ctl), false),
+        Command::Status => return Outcome::Answer(status(ctl)),
         Command::State {
             service,
             backend,
             state,
-        } => find(ctl.state, &service, &backend).map(|(s, b)| (set_state(ctl, peer, s, b, state), true)),
+        } => (service, backend, Setting::State(state)),
         Command::Weight {
             service,
             backend,
             weight,
-        } => find(ctl.state, &service, &backend).map(|(s, b)| (set_weight(ctl, peer, s, b, weight), true)),
+        } => (service, backend, Setting::Weight(weight)),
         Command::Close { service, backend } => {
-            find(ctl.state, &service, &backend).map(|(s, b)| (close(ctl, peer, s, b), false))
+            return Outcome::Answer(match find(ctl.state, &service, &backend) {
+                Ok((s, b)) => close(ctl, peer, s, b),
+                Err(a) => a,
+            })
         }
     };
-    match result {
-        Ok((a, changed)) => Outcome::Answer(a, changed),
-        Err(a) => Outcome::Answer(a, false),
+    let found = find(ctl.state, &service, &backend).and_then(|(sk, bk)| {
+        let svc = ctl
+            .state
+            .services
+            .get(sk)
+            .ok_or_else(|| error(404, "the service is gone"))?;
+        let b = svc
+            .balancer
+            .backends
+            .get(bk)
+            .ok_or_else(|| error(404, "the backend is gone"))?;
+        Ok(Change {
+            service: svc.cfg.name.clone(),
+            backend: b.cfg.address.clone(),
+            to,
+        })
+    });
+    match found {
+        Ok(change) => Outcome::Change(change),
+        Err(a) => Outcome::Answer(a),
     }
+}
+
+/// Makes `change`, asked for by `peer`: 200 with what it did, 404 when its
+/// backend is gone (a reload meanwhile).
+pub fn apply(change: &Change, peer: &Peer, ctl: &mut Ctl<'_>) -> Answer {
+    let Some((sk, bk)) = change.locate(ctl.state) else {
+        return error(
+            404,
+            &format!(
+                "service {:?} has no backend {:?} any more",
+                change.service, change.backend
+            ),
+        );
+    };
+    match change.to {
+        Setting::State(s) => set_state(ctl, peer, sk, bk, s),
+        Setting::Weight(w) => set_weight(ctl, peer, sk, bk, w),
+    }
+}
+
+/// 503 for a change that could not be made durable: nothing changed.
+pub fn refused(why: &str) -> Answer {
+    error(503, why)
 }
 
 /// The `/stats` JSON, rendered now.

@@ -422,6 +422,17 @@ impl AdminServer {
             self.conns.remove(key);
         }
     }
+
+    /// Connection (`key`, `id`) waits for the state file: it is kept until
+    /// `until` at least (the loop answers it before then).
+    pub fn hold(&mut self, key: usize, id: u64, until: Instant, timers: &mut Timers) {
+        if let Some((_, conn)) = self.conns.get_mut(key).filter(|(_, c)| c.wire.id == id) {
+            if until > conn.wire.deadline {
+                conn.wire.deadline = until;
+                timers.add(until, TimerKind::AdminConn(key, id));
+            }
+        }
+    }
 }
 
 /// The most connections `from` may have open at once.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use log::LevelFilter;
@@ -199,5 +200,100 @@ impl Validator {
                 format!("{} is already used by [stats] ({})", svc.listen, st.listen),
             );
         }
+    }
+}
+
+impl Config {
+    /// `global.state_file` must not be a file easyproxy reads or writes as
+    /// something else (the configuration at `config_path`, a secret, the
+    /// log, the pid file, the admin socket), nor, where it exists, anything
+    /// but a regular file. The same file is found by device and inode where
+    /// both exist, else by path (absolute, `.` and `..` resolved, the
+    /// directory's symbolic links followed). It stats files: callers off
+    /// the loop, with a deadline (a hung mount).
+    pub fn check_state_file(&self, config_path: &Path) -> Result<(), String> {
+        let Some(state) = self.global.state_file.as_deref() else {
+            return Ok(());
+        };
+        let key = "global.state_file";
+        if state.file_name().is_none() {
+            return Err(format!("{key}: {} names no file", state.display()));
+        }
+        if let Ok(meta) = std::fs::metadata(state) {
+            if !meta.file_type().is_file() {
+                let what = kind_of(&meta.file_type());
+                return Err(format!("{key}: {} is {what}, not a regular file", state.display()));
+            }
+        }
+        let mut others: Vec<(String, &Path)> = vec![("the configuration file".into(), config_path)];
+        let g = &self.global;
+        others.extend(g.log_file.as_deref().map(|p| ("global.log_file".into(), p)));
+        others.extend(g.pid_file.as_deref().map(|p| ("global.pid_file".into(), p)));
+        if let Some(a) = &self.admin {
+            others.extend(a.token_file.as_deref().map(|p| ("admin.token_file".into(), p)));
+            others.extend(a.socket.as_deref().map(|p| ("admin.socket".into(), p)));
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            let file = s.health_check.as_ref().and_then(|h| h.mysql_password_file.as_deref());
+            others.extend(file.map(|p| (format!("service[{i}].health_check.mysql_password_file"), p)));
+        }
+        match others.into_iter().find(|(_, other)| same_file(state, other)) {
+            Some((what, _)) => Err(format!(
+                "{key}: {} is {what}; the state file must be a file of its own (easyproxy replaces it)",
+                state.display()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether `a` and `b` name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return x.dev() == y.dev() && x.ino() == y.ino();
+    }
+    normalized(a) == normalized(b)
+}
+
+/// `path` absolute, `.` and `..` resolved, its directory canonical where
+/// it exists.
+fn normalized(path: &Path) -> PathBuf {
+    let absolute = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
+    let mut clean = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            c => clean.push(c),
+        }
+    }
+    let canonical = clean
+        .parent()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .zip(clean.file_name());
+    match canonical {
+        Some((dir, name)) => dir.join(name),
+        None => clean,
+    }
+}
+
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
     }
 }

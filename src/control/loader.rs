@@ -5,14 +5,13 @@
 //! the blocking part and owns no socket; the loop applies the result when the
 //! waker says it is there.
 
-use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Registry, Token, Waker};
+use mio::Waker;
 
 use crate::config::Config;
 use crate::control::reload::plan::Plan;
@@ -73,11 +72,11 @@ pub struct Loader {
 pub const STALL_ENV: &str = "EASYPROXY_TEST_READ_STALL";
 
 impl Loader {
-    /// A loader whose finished reads wake the poll with `token`.
-    pub fn new(registry: &Registry, token: Token) -> io::Result<Loader> {
+    /// A loader whose finished reads wake the poll through `waker`.
+    pub fn new(waker: Arc<Waker>) -> Loader {
         let (tx, rx) = mpsc::channel();
-        Ok(Loader {
-            waker: Arc::new(Waker::new(registry, token)?),
+        Loader {
+            waker,
             tx,
             rx,
             running: None,
@@ -87,7 +86,7 @@ impl Loader {
             deadline: None,
             ready: None,
             stall: std::env::var_os(STALL_ENV).map(PathBuf::from),
-        })
+        }
     }
 
     /// Whether a read is running (or queued).
@@ -190,10 +189,15 @@ impl Loader {
     }
 }
 
-/// Reads, validates and resolves the file, and plans the change from
-/// `base`; errors on one line.
+/// Reads, validates and resolves the file (token and password files
+/// included, `state_file` checked against the others), and plans the
+/// change from `base`; errors on one line. All of it within
+/// [`READ_DEADLINE`].
 fn read(path: &std::path::Path, base: Arc<Config>) -> Loaded {
     let config = Config::load(path).map_err(|e| e.to_string().replace('\n', "; "))?;
+    config
+        .check_state_file(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let plan = Plan::new(&base, &config);
     Ok(Prepared { config, plan, base })
 }
@@ -201,7 +205,7 @@ fn read(path: &std::path::Path, base: Arc<Config>) -> Loaded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::{Events, Poll};
+    use mio::{Events, Poll, Waker};
     fn base() -> Arc<Config> {
         Arc::new(
             Config::parse(
@@ -236,7 +240,7 @@ mod tests {
         std::fs::write(&bad, "[[service]]\nnmae = 1\n").unwrap();
 
         let mut poll = Poll::new().unwrap();
-        let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
+        let mut loader = Loader::new(Arc::new(Waker::new(poll.registry(), mio::Token(1)).unwrap()));
         assert!(loader.start(good.clone(), base(), Instant::now()));
         assert!(
             !loader.start(bad.clone(), base(), Instant::now()),
@@ -267,7 +271,7 @@ mod tests {
         )
         .unwrap();
         let mut poll = Poll::new().unwrap();
-        let mut loader = Loader::new(poll.registry(), Token(1)).unwrap();
+        let mut loader = Loader::new(Arc::new(Waker::new(poll.registry(), mio::Token(1)).unwrap()));
         loader.stall = Some(stall.clone());
         let now = Instant::now();
         assert!(loader.start(stuck.clone(), base(), now));

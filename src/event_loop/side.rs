@@ -62,8 +62,9 @@ impl Proxy {
         self.run_admin(now);
     }
 
-    /// Carries out the admin requests taken this step and answers them;
-    /// a change of admin state or weight is written to the state file.
+    /// Carries out the admin requests taken this step and answers them; a
+    /// change of admin state or weight waits for the state file
+    /// (`durable`).
     fn run_admin(&mut self, now: Instant) {
         for Ready { key, id, peer, command } in self.admin.take_ready() {
             let mut ctl = Ctl {
@@ -75,12 +76,8 @@ impl Proxy {
                 now,
             };
             match command::execute(command, &peer, &mut ctl) {
-                Outcome::Answer(answer, changed) => {
-                    if changed {
-                        self.store.save(&self.state);
-                    }
-                    self.admin.respond(key, id, &answer, &mut self.timers, now);
-                }
+                Outcome::Answer(answer) => self.admin.respond(key, id, &answer, &mut self.timers, now),
+                Outcome::Change(change) => self.admin_change(key, id, &peer, change, now),
                 Outcome::Reload => self.admin_reload(key, id, &peer, now),
             }
         }
@@ -116,7 +113,7 @@ impl Proxy {
         self.reloads_finished += 1;
         if outcome.is_ok() {
             self.store.set_path(self.config.global.state_file.as_deref());
-            self.store.save(&self.state);
+            self.next_write(now);
         }
         let answer = admin::reload_answer(outcome);
         self.admin
