@@ -7,14 +7,14 @@
 //! handed over as each ends. A line that does not fit is dropped and
 //! counted ([`lines_dropped`]); once the destination catches up, one `warn`
 //! line says how many. The file can be reopened (SIGHUP), so log rotation
-//! works by moving the file and sending SIGHUP; the reopen's open runs on a
-//! thread of its own (a hung mount must not hold the loop).
+//! works by moving the file and sending SIGHUP; the writer thread opens the
+//! new file (a hung mount must not hold the loop).
 
 mod queue;
 
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -109,70 +109,36 @@ fn warn_dropped(n: u64) {
 }
 
 /// Switches to a freshly opened target (the same path after rotation, or a
-/// new `log_file`) after the lines logged so far. The open happens on a
-/// thread of its own, so a hung mount cannot hold the caller (the event
-/// loop): lines go on to the old target until the new one is open, an
-/// error opening it is logged (the old target stays), and of several
-/// reopens in flight only the newest switches. An error here means no open
-/// was started.
-pub fn reopen(path: Option<&Path>) -> io::Result<()> {
-    if OPENING.load(Ordering::SeqCst) >= MAX_OPENING {
-        return Err(io::Error::other(format!(
-            "{MAX_OPENING} earlier opens of the log file have not finished (a hung mount?)"
-        )));
-    }
-    let gen = REOPENS.fetch_add(1, Ordering::SeqCst) + 1;
+/// new `log_file`) after the lines logged so far. The writer thread opens
+/// it when it reaches this point of the queue, so a hung mount holds only
+/// the writer (lines meanwhile queue up, and are dropped and counted when
+/// the queue is full), never the caller (the event loop). An error opening
+/// it is logged and the old target stays.
+pub fn reopen(path: Option<&Path>) {
     let path = path.map(Path::to_path_buf);
     // This thread's lines so far belong to the old target.
     log::logger().flush();
-    OPENING.fetch_add(1, Ordering::SeqCst);
-    let spawned = thread::Builder::new().name("easyproxy-logopen".into()).spawn(move || {
-        let body = std::panic::AssertUnwindSafe(|| open_and_switch(path.as_deref(), gen));
-        if std::panic::catch_unwind(body).is_err() {
-            std::process::abort();
-        }
-    });
-    if let Err(e) = spawned {
-        OPENING.fetch_sub(1, Ordering::SeqCst);
-        return Err(e);
-    }
-    Ok(())
+    QUEUE.switch_with(Box::new(move || open_logged(path.as_deref())));
 }
 
-/// Reopens started (each a generation).
-static REOPENS: AtomicU64 = AtomicU64::new(0);
-/// Held from an opener's generation check to its switch.
-static SWITCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// Opener threads still in `open`.
-static OPENING: AtomicUsize = AtomicUsize::new(0);
-/// Opens of the log file in flight at most; past this none starts.
-const MAX_OPENING: usize = 4;
 /// An open slower than this is logged.
 const OPEN_SLOW: Duration = Duration::from_secs(2);
 
-/// The opener thread of reopen `gen`.
-fn open_and_switch(path: Option<&Path>, gen: u64) {
+/// The writer thread's reopen.
+fn open_logged(path: Option<&Path>) -> Option<Target> {
     let started = Instant::now();
     let opened = open(path);
-    OPENING.fetch_sub(1, Ordering::SeqCst);
     let shown = path.map_or_else(|| "stderr".into(), |p| p.display().to_string());
-    // The newest check and its switch go together: an older open never
-    // switches after a newer one.
-    let _one = SWITCHING.lock().unwrap_or_else(|e| e.into_inner());
-    if REOPENS.load(Ordering::SeqCst) != gen {
-        log::warn!("log: the open of {shown} finished after a newer reopen; not used");
-        return;
-    }
     let took = started.elapsed();
+    if took > OPEN_SLOW {
+        log::warn!("log: opening {shown} took {} ms", took.as_millis());
+    }
     match opened {
-        Ok(target) => {
-            log::logger().flush();
-            QUEUE.switch(target);
-            if took > OPEN_SLOW {
-                log::warn!("log: opening {shown} took {} ms", took.as_millis());
-            }
+        Ok(target) => Some(target),
+        Err(e) => {
+            log::error!("cannot reopen the log {shown}: {e}; logging goes on to the old file");
+            None
         }
-        Err(e) => log::error!("cannot reopen the log {shown}: {e}; logging goes on to the old file"),
     }
 }
 

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 /// Where the writer puts lines: a file, stderr, or (in tests) anything.
 pub type Target = Box<dyn Write + Send>;
 
+/// A reopen: run by the writer thread where it was queued, it gives the
+/// next target (`None`: keep the current one). Opening a file there keeps
+/// a hung mount off the threads that log.
+pub type Opener = Box<dyn FnOnce() -> Option<Target> + Send>;
+
 /// Reopens waiting in the queue at most; past it the newest replaces the last.
 const MAX_SWITCHES: usize = 8;
 
@@ -19,7 +24,7 @@ struct State {
     /// Whole lines waiting for the writer.
     buf: Vec<u8>,
     /// (offset in `buf`, target for the bytes from there on): reopens.
-    switches: Vec<(usize, Target)>,
+    switches: Vec<(usize, Opener)>,
     /// Bytes the writer took and has not finished writing.
     in_flight: usize,
     /// The writer holds a batch (possibly only a switch).
@@ -108,6 +113,12 @@ impl Queue {
 
     /// Bytes from here on go to `target` (the writer switches in order).
     pub fn switch(&self, target: Target) {
+        self.switch_with(Box::new(move || Some(target)));
+    }
+
+    /// Bytes from here on go to what `opener`, run by the writer when it
+    /// gets here, gives.
+    pub fn switch_with(&self, target: Opener) {
         let mut s = self.lock();
         let at = s.buf.len();
         let full = s.switches.len() >= MAX_SWITCHES;
@@ -131,7 +142,7 @@ impl Queue {
 
     /// Writer side: waits for work, then swaps the queued lines into `batch`
     /// (which must be empty) and returns the reopens among them.
-    fn take(&self, batch: &mut Vec<u8>) -> Vec<(usize, Target)> {
+    fn take(&self, batch: &mut Vec<u8>) -> Vec<(usize, Opener)> {
         let mut s = self.lock();
         while s.buf.is_empty() && s.switches.is_empty() {
             s.writer_waiting = true;
@@ -207,7 +218,9 @@ pub fn run(queue: &Queue, mut target: Target, notice: &dyn Fn(u64)) {
         let mut from = 0;
         for (at, next) in switches {
             write_out(&mut target, &batch[from..at]);
-            target = next;
+            if let Some(t) = next() {
+                target = t;
+            }
             from = at;
         }
         write_out(&mut target, &batch[from..]);

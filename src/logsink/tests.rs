@@ -170,3 +170,35 @@ fn sink_batches_its_thread_and_hands_over_others_per_line() {
     sink.flush().unwrap();
     assert_eq!(q.queued(), b"2024 [INFO] one\nx\n2024 [INFO] two\n");
 }
+
+/// A reopen whose open hangs (a dead network mount) holds only the writer:
+/// lines logged meanwhile are queued without waiting and, once the open
+/// returns, go to the new file in order; a failed open keeps the old one.
+#[test]
+fn a_hanging_reopen_holds_only_the_writer() {
+    let q = leak(1000);
+    let (old, new) = (Gate::opened(), Gate::opened());
+    spawn_writer(q, old.clone());
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let opened = new.clone();
+    q.push(b"before\n");
+    q.switch_with(Box::new(move || {
+        let _ = wait.recv();
+        Some(Box::new(opened) as super::queue::Target)
+    }));
+    let start = Instant::now();
+    for _ in 0..10 {
+        q.push(b"during\n");
+    }
+    assert!(start.elapsed() < SOON, "pushing never waits for the open");
+    assert!(!q.drain(Duration::from_millis(100)), "the writer is in the open");
+    release.send(()).unwrap();
+    assert!(q.drain(SOON));
+    assert_eq!(old.text(), "before\n");
+    assert_eq!(new.text(), "during\n".repeat(10));
+    // An open that fails: the lines stay with the current target.
+    q.switch_with(Box::new(|| None));
+    q.push(b"after\n");
+    assert!(q.drain(SOON));
+    assert!(new.text().ends_with("during\nafter\n"));
+}

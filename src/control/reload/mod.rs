@@ -164,9 +164,7 @@ fn log_new_listeners(p: &Running, plan: &Plan, new: &Config) {
 /// The new configuration takes over: the log is reopened (rotation is
 /// "move the file, SIGHUP"), pools and limits apply to new connections.
 fn set_config(p: &mut Running, config: Config) {
-    if let Err(e) = crate::logsink::reopen(config.global.log_file.as_deref()) {
-        log::error!("cannot reopen the log: {e}; logging goes on to the old file");
-    }
+    crate::logsink::reopen(config.global.log_file.as_deref());
     p.traffic.configure(&config.global);
     log::set_max_level(config.global.log_level);
     let old = std::mem::replace(p.config, Arc::new(config));
