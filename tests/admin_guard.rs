@@ -148,7 +148,9 @@ fn two_hundred_slow_or_garbage_admin_clients_leave_traffic_stats_and_operators_w
     let mut times = Vec::new();
     let start = Instant::now();
     let mut stats_ok = 0;
-    while start.elapsed() < Duration::from_secs(3) {
+    // Three seconds of traffic, and at least three stats answers (a loaded
+    // machine makes fewer round trips in that time).
+    while (start.elapsed() < Duration::from_secs(3) || stats_ok < 3) && start.elapsed() < Duration::from_secs(30) {
         let t = Instant::now();
         assert_eq!(roundtrip(&mut c, b"ping"), b"ping");
         times.push(t.elapsed());
@@ -164,7 +166,14 @@ fn two_hundred_slow_or_garbage_admin_clients_leave_traffic_stats_and_operators_w
         thread::sleep(Duration::from_millis(2));
     }
     // The operator gets in over the socket and over TCP while it goes on.
-    let (code, _) = api_unix(&files.socket(), "GET", "/v1/status", "");
+    // 50 local clients churn through the socket's 32 slots, each given up
+    // 200 ms after accept without a complete request: on a loaded machine
+    // the operator's own request may come later than that and its slot be
+    // given up (an empty answer), so, as ctl's user would, it tries again.
+    let code = (0..5)
+        .map(|_| api_unix(&files.socket(), "GET", "/v1/status", "").0)
+        .find(|&c| c != 0)
+        .unwrap_or(0);
     assert_eq!(code, 200);
     set_state(&p, echo.addr, "drain");
     stop.store(true, Ordering::SeqCst);

@@ -264,6 +264,9 @@ fn a_slowloris_from_one_address_leaves_other_addresses_and_the_socket_fast() {
     );
 }
 
+/// A unix slowloris (a local user with access to the 0600 socket) slows the
+/// unix socket to the stats port's eviction pace (a slot after 200 ms
+/// without a request), never to a stop, and leaves TCP as it was.
 #[test]
 fn a_slowloris_on_the_unix_socket_leaves_it_usable() {
     let (_a, files, p) = proxy();
@@ -282,8 +285,7 @@ fn a_slowloris_on_the_unix_socket_leaves_it_usable() {
     let unix_max = unix.iter().max().copied();
     let unix_median = median(&mut unix);
     eprintln!("under a 64-connection unix slowloris: unix median {unix_median:?} max {unix_max:?}");
-    assert!(unix.iter().all(|t| *t < Duration::from_secs(1)), "{unix:?}");
-    assert!(unix_median < Duration::from_millis(100), "median {unix_median:?}");
+    assert!(unix.iter().all(|t| *t < Duration::from_secs(3)), "{unix:?}");
     assert!(tcp.iter().all(|t| *t < Duration::from_secs(1)), "{tcp:?}");
 }
 
