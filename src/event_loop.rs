@@ -67,6 +67,8 @@ pub struct Proxy {
     prober: Prober,
     stats: Option<StatsServer>,
     admin: AdminServer,
+    /// `GET /v1/status` answers, shared as `/stats` answers are.
+    status: crate::stats::StatusCache,
     /// `global.state_file` and its writer.
     store: Store,
     /// Admin changes waiting for the state file, in order.
@@ -129,8 +131,10 @@ impl Proxy {
         for (key, svc) in state.services.iter() {
             prober.schedule_service(key, svc, &mut timers, now);
         }
+        let status = crate::stats::StatusCache::new(status_window(&config));
         Ok(Proxy {
             poll,
+            status,
             traffic: Traffic::new(&config.global),
             config: Arc::new(config),
             config_path,
@@ -333,4 +337,10 @@ impl Proxy {
         });
         self.timers_sweep_at = 2 * self.timers.len() + TIMERS_SLACK;
     }
+}
+
+/// How long a `GET /v1/status` answer is shared: `stats.cache_ms`, 1 s
+/// without `[stats]`.
+pub(crate) fn status_window(config: &Config) -> Duration {
+    config.stats.as_ref().map_or(Duration::from_secs(1), |s| s.cache)
 }

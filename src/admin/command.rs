@@ -13,7 +13,7 @@ use crate::flow::session::End;
 use crate::flow::{Ctx, Traffic};
 use crate::health::probe::Prober;
 use crate::state::State;
-use crate::stats::{response, Answer, Source};
+use crate::stats::{Answer, Source};
 use crate::timer::Timers;
 
 /// The parts of the running proxy a command may change.
@@ -23,6 +23,8 @@ pub struct Ctl<'a> {
     pub prober: &'a mut Prober,
     pub registry: &'a mio::Registry,
     pub timers: &'a mut Timers,
+    /// `GET /v1/status` answers, shared within the stats window.
+    pub status: &'a mut crate::stats::StatusCache,
     pub now: Instant,
 }
 
@@ -157,14 +159,15 @@ pub fn refused(why: &str) -> Answer {
     error(503, why)
 }
 
-/// The `/stats` JSON, rendered now.
-fn status(ctl: &Ctl<'_>) -> Answer {
+/// The `/stats` JSON, from the status cache (rendered at most once per
+/// window, at once after a change).
+fn status(ctl: &mut Ctl<'_>) -> Answer {
     let src = Source {
         state: ctl.state,
         buffers_in_use: ctl.traffic.pools.buffers.in_use(),
         timers_pending: ctl.timers.len(),
     };
-    response(200, "application/json", "", &crate::stats::json(&src, ctl.now))
+    ctl.status.answer(&src, ctl.now)
 }
 
 /// The keys of service `service` and of its backend `backend` (as written

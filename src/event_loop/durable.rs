@@ -71,6 +71,7 @@ impl Proxy {
             prober: &mut self.prober,
             registry: self.poll.registry(),
             timers: &mut self.timers,
+            status: &mut self.status,
             now,
         };
         let answer = command::apply(change, peer, &mut ctl);

@@ -73,6 +73,7 @@ impl Proxy {
                 prober: &mut self.prober,
                 registry: self.poll.registry(),
                 timers: &mut self.timers,
+                status: &mut self.status,
                 now,
             };
             match command::execute(command, &peer, &mut ctl) {
@@ -112,6 +113,7 @@ impl Proxy {
     pub(super) fn reload_finished(&mut self, outcome: &Result<String, String>, now: Instant) {
         self.reloads_finished += 1;
         if outcome.is_ok() {
+            self.status.set_max_age(super::status_window(&self.config));
             self.store.set_path(self.config.global.state_file.as_deref());
             self.next_write(now);
         }
