@@ -245,3 +245,15 @@ fn json_is_told_by_name_or_first_character() {
     assert!(!is_json(Path::new("easyproxy.toml"), "# {\n[global]"));
     assert!(!is_json(Path::new("json"), ""));
 }
+
+#[test]
+fn a_huge_service_name_makes_a_short_warning() {
+    let long = "x y".repeat(300_000);
+    let text = format!(
+        r#"{{"service": "{long}", "host": "127.0.0.1", "port": 9527, "backends": [{{"host": "127.0.0.1", "port": 3306}}]}}"#
+    );
+    let (c, _) = crate::Config::parse_json(&text).unwrap();
+    let w = &c.warnings[0];
+    assert!(w.len() < 400, "{} bytes", w.len());
+    assert!(w.contains("(900000 bytes in all)"), "{w}");
+}

@@ -21,14 +21,25 @@ pub(super) struct Converted {
     pub(super) warnings: Vec<String>,
 }
 
+/// Characters of a given service name quoted in a warning at most.
+const MAX_SHOWN: usize = 80;
+
 /// Converts the typed keys; nothing here can fail.
 pub(super) fn convert(f: &EasyFile) -> Converted {
     let mut warnings = Vec::new();
     let given = f.service.as_deref().unwrap_or("");
     let name = service_name(given);
     if f.service.is_some() && name != given {
+        // The given name is quoted cut short: an 800 KB name must not make
+        // an 800 KB warning line.
+        let shown: String = given.chars().take(MAX_SHOWN).collect();
+        let more = if given.chars().count() > MAX_SHOWN {
+            format!(" ({} bytes in all)", given.len())
+        } else {
+            String::new()
+        };
         warnings.push(format!(
-            "service: {given:?} is named {name:?} (service names hold up to {MAX_NAME} letters, digits, '.', '_' and '-')"
+            "service: {shown:?}{more} is named {name:?} (service names hold up to {MAX_NAME} letters, digits, '.', '_' and '-')"
         ));
     }
     let workers = f.maxprocessor.filter(|&n| n != 1);
