@@ -165,7 +165,9 @@ fn concurrent_changes_are_written_in_order_each_with_the_ones_before() {
                         format!(r#"{{"service":"svc","backend":"{b}","weight":7}}"#),
                     )
                 };
-                let code = api_tcp(admin, "POST", path, Some(TOKEN), &body).0;
+                // Each from an address of its own: one address holds at
+                // most 4 admin connections at once.
+                let code = api_tcp_from(10 + i as u8, admin, "POST", path, Some(TOKEN), &body).0;
                 // Answered 200: on disk already.
                 let on_disk = settings(&state_text(&state))
                     .into_iter()

@@ -262,8 +262,14 @@ impl AdminServer {
         wire::victim(of_origin.map(|(k, (_, c))| (k, &c.wire)), now)
     }
 
+    /// Connections of `from` that count against its cap: a request
+    /// carried out and waiting for its outcome (a write to the state file,
+    /// a reload) is the operator's, not a slowloris's.
     fn count_of(&self, from: Address) -> usize {
-        self.conns.iter().filter(|(_, (_, c))| c.peer.address() == from).count()
+        self.conns
+            .iter()
+            .filter(|(_, (_, c))| c.peer.address() == from && !matches!(c.wire.stage, Stage::Parked))
+            .count()
     }
 
     /// The slot `from` gives up for a new connection of its own when it

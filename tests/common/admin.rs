@@ -148,3 +148,21 @@ pub fn wait_backend(p: &Running, addr: SocketAddr, what: &str, f: impl Fn(&Value
         f(&b).then_some(b)
     })
 }
+
+/// Like [`api_tcp`], from source address 127.0.0.`last` (one address
+/// holds at most 4 admin connections at once).
+pub fn api_tcp_from(
+    last: u8,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, Value) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, last], 0)).into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    exchange(s, &raw_request(method, path, token, body))
+}
