@@ -357,3 +357,21 @@ fn a_check_timeout_above_its_interval_is_a_warning() {
         c.warnings
     );
 }
+
+#[test]
+fn more_backends_than_the_cap_are_one_clear_error() {
+    let mut text = String::new();
+    for s in 0..2 {
+        text.push_str(&format!("[[service]]\nname = \"s{s}\"\nlisten = \"127.0.0.1:0\"\n"));
+        for i in 0..(crate::config::MAX_BACKENDS / 2 + 1) {
+            text.push_str(&format!(
+                "[[service.backend]]\naddress = \"127.0.{}.{}:{}\"\n",
+                s,
+                i % 250,
+                1 + i / 250
+            ));
+        }
+    }
+    let e = Config::parse(&text).unwrap_err();
+    assert_eq!(e, vec!["too many backends: 50002 (at most 50000 per file)".to_string()]);
+}

@@ -16,6 +16,10 @@ const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// Validates a deserialised file; the error lists every problem, in file order.
 pub(super) fn config(raw: RawConfig) -> Result<Config, Vec<String>> {
+    let backends: usize = raw.service.iter().map(|s| s.backend.len()).sum();
+    if backends > super::MAX_BACKENDS {
+        return Err(vec![too_many_backends(backends)]);
+    }
     let mut v = Validator::default();
     let cfg = v.config(raw);
     if v.problems.is_empty() {
@@ -23,6 +27,11 @@ pub(super) fn config(raw: RawConfig) -> Result<Config, Vec<String>> {
     } else {
         Err(v.problems)
     }
+}
+
+/// The error for a file with more than [`super::MAX_BACKENDS`] backends.
+pub(super) fn too_many_backends(n: usize) -> String {
+    format!("too many backends: {n} (at most {} per file)", super::MAX_BACKENDS)
 }
 
 /// Collects problems while building the typed configuration; a value with a

@@ -28,7 +28,17 @@ impl Config {
     /// every problem, each named by its JSON key.
     pub fn parse_json(text: &str) -> Result<(Config, String), Vec<String>> {
         let file = read::easy_file(tree::parse(text).map_err(|e| vec![e])?)?;
+        if file.backends.len() > super::MAX_BACKENDS {
+            return Err(vec![validate::too_many_backends(file.backends.len())]);
+        }
         let converted = write::convert(&file);
+        // The equivalent TOML is held to the TOML file's own cap.
+        if converted.toml.len() as u64 > super::MAX_FILE_SIZE {
+            return Err(vec![format!(
+                "the equivalent TOML would be larger than {} MiB (the cap of a configuration file)",
+                super::MAX_FILE_SIZE >> 20
+            )]);
+        }
         let raw =
             raw::parse(&converted.toml).map_err(|e| vec![format!("the equivalent TOML is wrong (a bug): {e}")])?;
         let mut config = validate::config(raw).map_err(|problems| {

@@ -257,3 +257,13 @@ fn a_huge_service_name_makes_a_short_warning() {
     assert!(w.len() < 400, "{} bytes", w.len());
     assert!(w.contains("(900000 bytes in all)"), "{w}");
 }
+
+#[test]
+fn more_backends_than_the_cap_are_refused_before_conversion() {
+    let n = crate::config::MAX_BACKENDS + 1;
+    let one = r#"{"host": "127.0.0.1", "port": 3306}"#;
+    let list = vec![one; n].join(",");
+    let text = format!(r#"{{"service": "db", "host": "127.0.0.1", "port": 9527, "backends": [{list}]}}"#);
+    let e = crate::Config::parse_json(&text).unwrap_err();
+    assert_eq!(e, vec![format!("too many backends: {n} (at most 50000 per file)")]);
+}
